@@ -1,0 +1,3 @@
+module github.com/snitools/snitools
+
+go 1.26.0
