@@ -1,0 +1,95 @@
+package clienthello
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// wireLimit bounds the bytes Peek looks at for a hello whose handshake
+// message may be limit bytes long: room for the record headers of a hello
+// fragmented into small records, but not unbounded.
+func wireLimit(limit int) int { return 2*limit + 1024 }
+
+// Peek reads the ClientHello at the head of c's receive queue without
+// consuming it: the bytes are read with recv(MSG_PEEK), so that afterwards
+// the connection can be spliced to a backend or handed to another process
+// with the hello still unread. While the hello is incomplete it waits for
+// more bytes on the runtime's poller, and so honours c's read deadline
+// (the error then wraps os.ErrDeadlineExceeded).
+//
+// buf is scratch space: Peek uses it (grown as needed, up to twice limit
+// plus room for record headers) and returns it, so that callers can keep
+// buffers in a pool. The returned Info reads from the returned buffer.
+// A peer that closes before a whole hello arrived gives io.ErrUnexpectedEOF,
+// or io.EOF if it sent nothing.
+func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return Info{}, buf, fmt.Errorf("peek ClientHello: %w", err)
+	}
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, 2048)
+	}
+	buf = buf[:cap(buf)]
+	var (
+		info    Info
+		n       int
+		parsed  error
+		recvErr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, recvErr = recvPeek(fd, buf)
+			switch {
+			case recvErr == unix.EINTR:
+				continue
+			case recvErr == unix.EAGAIN:
+				return false // wait for bytes
+			case recvErr != nil:
+				return true
+			case n == 0:
+				return true // EOF
+			}
+			info, parsed = ParseLimit(buf[:n], limit)
+			if !errors.Is(parsed, ErrIncomplete) {
+				return true
+			}
+			if n < len(buf) {
+				return false // wait for more bytes
+			}
+			if len(buf) >= wireLimit(limit) {
+				parsed = fmt.Errorf("%w: more than %d bytes of records", ErrTooLarge, len(buf))
+				return true
+			}
+			buf = append(buf[:cap(buf)], make([]byte, min(cap(buf), wireLimit(limit)-len(buf)))...)
+			buf = buf[:cap(buf)]
+		}
+	})
+	switch {
+	case err != nil:
+		return Info{}, buf[:0], fmt.Errorf("peek ClientHello after %d bytes: %w", n, err)
+	case recvErr != nil:
+		return Info{}, buf[:0], fmt.Errorf("peek ClientHello: recv: %w", recvErr)
+	case n == 0 && parsed == nil:
+		return Info{}, buf[:0], io.EOF
+	case n == 0:
+		return Info{}, buf[:0], fmt.Errorf("peek ClientHello: connection closed: %w", io.ErrUnexpectedEOF)
+	}
+	return info, buf[:n], parsed
+}
+
+// recvPeek is recv(fd, b, MSG_PEEK) without the allocations of the generic
+// Recvfrom wrappers (they return the peer's address, which a connected
+// socket does not need).
+func recvPeek(fd uintptr, b []byte) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
