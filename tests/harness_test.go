@@ -104,7 +104,7 @@ func makePKI(dir string) (*PKI, error) {
 	leafTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "snitools test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"*.test", "*.example.test", "*.sub.example.test", "localhost", "example.test"},
+		DNSNames:    []string{"*.test", "*.example.test", "*.sub.example.test", "localhost", "example.test"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
