@@ -114,10 +114,23 @@ func (i *Info) eachALPN(f func([]byte)) {
 
 // SupportedVersions returns the versions from the supported_versions
 // extension in the client's order, GREASE values left out. Without the
-// extension (TLS 1.2 and older clients) it returns LegacyVersion alone.
+// extension (TLS 1.2 and older clients) LegacyVersion is the highest version
+// the client speaks and it offers every version below it (RFC 5246,
+// appendix E), so SupportedVersions returns the TLS versions from
+// LegacyVersion down to TLS 1.0, as crypto/tls reports them; for a client
+// older than TLS 1.0 it returns LegacyVersion alone.
 func (i *Info) SupportedVersions() []uint16 {
 	if i.versions == nil {
-		return []uint16{i.LegacyVersion}
+		var vs []uint16
+		for v := uint16(0x0304); v >= 0x0301; v-- {
+			if v <= i.LegacyVersion {
+				vs = append(vs, v)
+			}
+		}
+		if vs == nil {
+			vs = []uint16{i.LegacyVersion}
+		}
+		return vs
 	}
 	return appendUint16s(nil, i.versions, true)
 }
@@ -225,6 +238,14 @@ func handshakeMessage(b []byte, limit int) (msg []byte, consumed, records int, e
 		}
 		off += recordHeaderLen
 		if len(b)-off < n {
+			// Refuse a hello that announces itself too large, or not a
+			// hello at all, as soon as its header is here rather than
+			// waiting for bytes that will never be accepted.
+			if msgLen < 0 && len(assembled) == 0 && min(n, len(b)-off) >= handshakeHeaderLen {
+				if _, err := messageLength(b[off:], limit); err != nil {
+					return nil, 0, 0, err
+				}
+			}
 			return nil, 0, 0, fmt.Errorf("%w: record at offset %d needs %d bytes, have %d", ErrIncomplete, off-recordHeaderLen, n, len(b)-off)
 		}
 		payload := b[off : off+n]
