@@ -1,0 +1,160 @@
+// Command snilisten accepts TLS connections, reads the server name from
+// each ClientHello without decrypting anything, and forwards the untouched
+// stream to the backend named after the host. See snilisten(8).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/snitools/snitools/lib/backend"
+	"github.com/snitools/snitools/lib/dispatch"
+	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/listener"
+	"github.com/snitools/snitools/lib/logging"
+	"github.com/snitools/snitools/lib/version"
+)
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// proxyFlag is -proxy-proto: alone it means version 2 (as in snid);
+// -proxy-proto=v1 or =v2 choose.
+type proxyFlag byte
+
+func (p *proxyFlag) IsBoolFlag() bool { return true }
+func (p *proxyFlag) String() string {
+	if *p == 0 {
+		return "off"
+	}
+	return fmt.Sprintf("v%d", *p)
+}
+func (p *proxyFlag) Set(s string) error {
+	switch s {
+	case "true", "v2", "2":
+		*p = 2
+	case "v1", "1":
+		*p = 1
+	case "false", "off":
+		*p = 0
+	default:
+		return fmt.Errorf("want v1 or v2, not %q", s)
+	}
+	return nil
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var (
+		listens         listFlag
+		proxy           proxyFlag
+		fs              = flag.NewFlagSet("snilisten", flag.ContinueOnError)
+		mode            = fs.String("mode", "unix", "how backends are found: unix")
+		unixDir         = fs.String("unix-directory", "/var/tls", "directory of backend sockets, one per host name (unix mode)")
+		defaultHostname = fs.String("default-hostname", "", "host name to use for clients that send no SNI")
+		peekTimeout     = fs.Duration("peek-timeout", 5*time.Second, "time a client has to send its whole ClientHello")
+		connectTimeout  = fs.Duration("connect-timeout", 10*time.Second, "time to connect to a backend")
+		idleTimeout     = fs.Duration("idle-timeout", 10*time.Minute, "close a connection silent in both directions for this long (0: never)")
+		shutdownTimeout = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, time open connections get to finish")
+		maxConns        = fs.Int("max-conns", dispatch.DefaultMaxConns(), "concurrent connections; more wait in the kernel's queue (0: no bound)")
+		logFormat       = fs.String("log-format", "text", "log format: text or json")
+		quiet           = fs.Bool("q", false, "do not log connections")
+		showVersion     = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
+	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		version.Print()
+		return 0
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "snilisten: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q", fs.Arg(0))
+	}
+	for _, spec := range listens {
+		if err := listener.CheckSpec(spec); err != nil {
+			return usage("-listen: %v", err)
+		}
+	}
+	var dialer backend.Dialer
+	switch *mode {
+	case "unix":
+		dialer = backend.Unix{Dir: *unixDir}
+	default:
+		return usage("-mode %q: want unix", *mode)
+	}
+	var defName string
+	if *defaultHostname != "" {
+		n, err := hostname.Canonical(*defaultHostname)
+		if err != nil {
+			return usage("-default-hostname: %v", err)
+		}
+		defName = n
+	}
+	if *maxConns < 0 {
+		return usage("-max-conns %d: must be 0 or more", *maxConns)
+	}
+	log, err := logging.New(os.Stderr, *logFormat, *quiet)
+	if err != nil {
+		return usage("-log-format: %v", err)
+	}
+
+	lns, err := listener.Open(listens)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
+		return 1
+	}
+	srv := dispatch.New(dispatch.Config{
+		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
+		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
+		MaxConns: *maxConns, Log: log,
+	})
+	served := make(chan error, len(lns))
+	for _, ln := range lns {
+		log.Info("listening", "address", ln.Addr().String(), "mode", *mode)
+		go func() { served <- srv.Serve(ln) }()
+	}
+	listener.Notify("READY=1")
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	status := 0
+	select {
+	case sig := <-signals:
+		log.Info("shutting down", "signal", sig.String(), "open", srv.Active(), "timeout", *shutdownTimeout)
+	case err := <-served:
+		log.Error("listener failed", "error", err.Error())
+		status = 1
+	}
+	listener.Notify("STOPPING=1")
+	ctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown timeout: open connections cut", "timeout", *shutdownTimeout)
+	}
+	return status
+}

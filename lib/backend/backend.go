@@ -1,0 +1,47 @@
+// Package backend finds and connects to the server behind a name, by
+// convention rather than configuration: a UNIX socket named after the host
+// in a directory (Unix), or, in later modes, the host's own DNS address
+// within networks the operator allows.
+package backend
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// Errors that tell the dispatcher which TLS alert a client deserves.
+var (
+	// ErrUnknownName means no backend exists for the name: the client
+	// asked for a host this machine does not serve (unrecognized_name).
+	ErrUnknownName = errors.New("no backend for this name")
+	// ErrRefused means a backend exists but may not be used or did not
+	// answer: a stale socket, a permission error, an address outside the
+	// allowed networks (internal_error).
+	ErrRefused = errors.New("backend refused")
+)
+
+// Request describes the connection to be forwarded.
+type Request struct {
+	// Name is the canonical server name (lib/hostname).
+	Name string
+	// ALPN lists the protocols the client offered, in order.
+	ALPN []string
+	// Client and Local are the client's address and the address it
+	// connected to.
+	Client, Local net.Addr
+}
+
+// Conn is a connection to a backend.
+type Conn struct {
+	net.Conn
+	// Backend names what was connected to, for the log: a socket path or
+	// an address.
+	Backend string
+}
+
+// A Dialer connects to the backend for a request. Errors wrap
+// ErrUnknownName or ErrRefused and name what was tried.
+type Dialer interface {
+	Dial(ctx context.Context, req Request) (Conn, error)
+}

@@ -1,0 +1,454 @@
+// Package dispatch is the heart of snilisten: it accepts connections, peeks
+// at each ClientHello without consuming it, finds the backend for the
+// server name, and relays the untouched stream, ending with one log line
+// per connection.
+//
+// Data flows one way: listener -> peek (clienthello) -> name (hostname) ->
+// backend (dial) -> relay -> log line. Every failure is explicit: a client
+// that spoke TLS gets an alert saying why it cannot be served, anything
+// else is closed, and the log line says what happened.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/snitools/snitools/lib/backend"
+	"github.com/snitools/snitools/lib/clienthello"
+	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/relay"
+)
+
+// Config says how a Server dispatches. Zero durations mean no limit.
+type Config struct {
+	// Dialer finds and connects to the backend for a name.
+	Dialer backend.Dialer
+	// ProxyHeader is the PROXY protocol version sent to the backend
+	// before the stream: 0 for none, 1 or 2.
+	ProxyHeader byte
+	// DefaultHostname (canonical) is used when a client sends no SNI.
+	DefaultHostname string
+	// PeekTimeout bounds the wait for a complete ClientHello.
+	PeekTimeout time.Duration
+	// ConnectTimeout bounds connecting to the backend.
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a relayed connection silent for that long.
+	IdleTimeout time.Duration
+	// MaxConns bounds concurrent connections; beyond it new ones wait in
+	// the kernel's accept queue. 0 means no bound.
+	MaxConns int
+	// HelloLimit bounds the ClientHello's size (clienthello.DefaultLimit
+	// if 0).
+	HelloLimit int
+	// Log receives one line per connection.
+	Log *slog.Logger
+}
+
+// Outcome says how a connection ended. The values form a fixed list, so
+// they are safe to use as metric labels.
+type Outcome string
+
+// Outcomes, in the order a connection can meet them.
+const (
+	OutcomeOK           Outcome = "ok"
+	OutcomeClientClosed Outcome = "client_closed" // closed before a whole hello
+	OutcomePeekTimeout  Outcome = "peek_timeout"
+	OutcomeNotTLS       Outcome = "not_tls"
+	OutcomeBadHello     Outcome = "bad_hello"
+	OutcomeNoSNI        Outcome = "no_sni"
+	OutcomeInvalidName  Outcome = "invalid_name"
+	OutcomeUnknownName  Outcome = "unknown_name"
+	OutcomeBackendError Outcome = "backend_error"
+	OutcomeRelayError   Outcome = "relay_error"
+	OutcomeIdleTimeout  Outcome = "idle_timeout"
+	OutcomeShutdown     Outcome = "shutdown" // cut at the end of the shutdown timeout
+)
+
+// Server dispatches connections from any number of listeners.
+type Server struct {
+	cfg       Config
+	slots     chan struct{} // one token per allowed concurrent connection
+	peekBufs  sync.Pool
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	shutdown  bool
+	active    sync.WaitGroup
+	ctx       context.Context // cancelled when connections are cut
+	cut       context.CancelFunc
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	if cfg.HelloLimit == 0 {
+		cfg.HelloLimit = clienthello.DefaultLimit
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+	if cfg.MaxConns > 0 {
+		s.slots = make(chan struct{}, cfg.MaxConns)
+	}
+	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	s.ctx, s.cut = context.WithCancel(context.Background())
+	return s
+}
+
+// DefaultMaxConns is a bound on concurrent connections derived from the
+// file descriptor limit: each relayed connection holds two descriptors, and
+// a few are kept for listeners and logs. Staying below the limit keeps
+// excess clients waiting in the kernel's queue instead of failing accept.
+func DefaultMaxConns() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0
+	}
+	return max(int(lim.Cur)-64, 16) / 2
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("dispatch: server closed")
+
+// Serve accepts connections on ln and dispatches each in its own
+// goroutine until Shutdown, when it returns ErrServerClosed. Temporary
+// accept errors (out of file descriptors, for one) back off and retry
+// instead of spinning or giving up.
+func (s *Server) Serve(ln net.Listener) error {
+	if !s.track(ln) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.untrack(ln)
+	var backoff time.Duration
+	var lastLogged time.Time
+	for {
+		if s.slots != nil {
+			s.slots <- struct{}{}
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			s.release()
+			if s.closing() {
+				return ErrServerClosed
+			}
+			if !temporary(err) {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			if time.Since(lastLogged) > 10*time.Second {
+				s.cfg.Log.Warn("accept failing, backing off", "listener", ln.Addr().String(), "error", err.Error(), "backoff", backoff)
+				lastLogged = time.Now()
+			}
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !s.trackConn(c) {
+			c.Close()
+			s.release()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.release()
+			defer s.untrackConn(c)
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) release() {
+	if s.slots != nil {
+		<-s.slots
+	}
+}
+
+// temporary reports whether an accept error is worth retrying.
+func temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Shutdown stops accepting, waits for open connections to finish until ctx
+// is done, then cuts the rest. It returns ctx's error if it had to cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.cut()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Active returns the number of connections being handled.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+func (s *Server) track(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+}
+
+func (s *Server) trackConn(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	return true
+}
+
+func (s *Server) untrackConn(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Done()
+}
+
+// record is what the log line says about one connection.
+type record struct {
+	start   time.Time
+	client  net.Addr
+	sni     string
+	backend string
+	stats   relay.Stats
+	outcome Outcome
+	err     error
+}
+
+func (s *Server) handle(c net.Conn) {
+	r := record{start: time.Now(), client: c.RemoteAddr()}
+	r.outcome, r.err = s.dispatch(c, &r)
+	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
+		r.outcome = OutcomeShutdown
+	}
+	s.log(&r)
+}
+
+// dispatch does the work for one connection and closes it.
+func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
+	defer c.Close()
+	name, alpn, helloLen, outcome, err := s.peekName(c, r)
+	if err != nil {
+		return outcome, err
+	}
+	ctx := s.ctx
+	if s.cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+		defer cancel()
+	}
+	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: c.RemoteAddr(), Local: c.LocalAddr()})
+	if err != nil {
+		if errors.Is(err, backend.ErrUnknownName) {
+			s.refuse(c, helloLen, clienthello.AlertUnrecognizedName)
+			return OutcomeUnknownName, err
+		}
+		s.refuse(c, helloLen, clienthello.AlertInternalError)
+		return OutcomeBackendError, err
+	}
+	r.backend = b.Backend
+	if err := s.sendProxyHeader(b, c, name); err != nil {
+		b.Close()
+		s.refuse(c, helloLen, clienthello.AlertInternalError)
+		return OutcomeBackendError, err
+	}
+	c.SetReadDeadline(time.Time{})
+	r.stats, err = relay.Relay(c, b, s.cfg.IdleTimeout)
+	switch {
+	case err == nil:
+		return OutcomeOK, nil
+	case errors.Is(err, relay.ErrIdle):
+		return OutcomeIdleTimeout, err
+	}
+	return OutcomeRelayError, err
+}
+
+// peekName peeks at the ClientHello and returns the canonical name to
+// route by, the offered ALPN protocols and the hello's length on the wire.
+// On failure it has already told the client (alert) where that is due.
+func (s *Server) peekName(c net.Conn, r *record) (name string, alpn []string, helloLen int, _ Outcome, _ error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return "", nil, 0, OutcomeNotTLS, fmt.Errorf("connection type %T cannot be peeked", c)
+	}
+	if s.cfg.PeekTimeout > 0 {
+		c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	}
+	bufp := s.peekBufs.Get().(*[]byte)
+	info, buf, err := clienthello.Peek(sc, (*bufp)[:0], s.cfg.HelloLimit)
+	defer func() {
+		if cap(buf) <= 64<<10 {
+			*bufp = buf[:0]
+			s.peekBufs.Put(bufp)
+		}
+	}()
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "", nil, 0, OutcomePeekTimeout, err
+	case errors.Is(err, clienthello.ErrNotTLS):
+		return "", nil, 0, OutcomeNotTLS, err
+	case errors.Is(err, clienthello.ErrMalformed), errors.Is(err, clienthello.ErrTooLarge):
+		s.refuse(c, 0, clienthello.AlertDecodeError)
+		return "", nil, 0, OutcomeBadHello, err
+	default:
+		return "", nil, 0, OutcomeClientClosed, err
+	}
+	// With Encrypted Client Hello the name seen here is the outer, public
+	// name of the ECH configuration: routing by it is exactly right.
+	if !info.HasServerName() {
+		if s.cfg.DefaultHostname == "" {
+			s.refuse(c, info.Length, clienthello.AlertUnrecognizedName)
+			return "", nil, 0, OutcomeNoSNI, errors.New("no server name in ClientHello and no -default-hostname")
+		}
+		r.sni = s.cfg.DefaultHostname
+		return s.cfg.DefaultHostname, info.ALPN(), info.Length, OutcomeOK, nil
+	}
+	raw := info.ServerName()
+	name, err = hostname.Canonical(raw)
+	if err != nil {
+		r.sni = truncate(raw, 255)
+		s.refuse(c, info.Length, clienthello.AlertUnrecognizedName)
+		return "", nil, 0, OutcomeInvalidName, err
+	}
+	r.sni = name
+	return name, info.ALPN(), info.Length, OutcomeOK, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// sendProxyHeader writes the PROXY protocol header, if configured, to the
+// backend: the client's and the local address and, in version 2, the
+// server name as a PP2_TYPE_AUTHORITY TLV.
+func (s *Server) sendProxyHeader(b net.Conn, c net.Conn, name string) error {
+	if s.cfg.ProxyHeader == 0 {
+		return nil
+	}
+	h := proxyproto.HeaderProxyFromAddrs(s.cfg.ProxyHeader, c.RemoteAddr(), c.LocalAddr())
+	if s.cfg.ProxyHeader == 2 {
+		if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(name)}}); err != nil {
+			return fmt.Errorf("PROXY header TLV: %w", err)
+		}
+	}
+	if s.cfg.ConnectTimeout > 0 {
+		b.SetWriteDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+		defer b.SetWriteDeadline(time.Time{})
+	}
+	if _, err := h.WriteTo(b); err != nil {
+		return fmt.Errorf("send PROXY header: %w", err)
+	}
+	return nil
+}
+
+// refuse tells a TLS client why it is not served. It first consumes the
+// hello it peeked (helloLen bytes), so that closing does not turn into a
+// reset that could destroy the alert before the client reads it, then
+// sends the alert, half-closes and waits briefly for the client to close.
+func (s *Server) refuse(c net.Conn, helloLen int, alert clienthello.Alert) {
+	c.SetDeadline(time.Now().Add(time.Second))
+	if helloLen > 0 {
+		discard(c, int64(helloLen))
+	}
+	if clienthello.WriteAlert(c, alert) != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	discard(c, 64<<10) // until the client closes, or the deadline
+}
+
+func discard(c net.Conn, n int64) {
+	var buf [2048]byte
+	for n > 0 {
+		m, err := c.Read(buf[:min(int64(len(buf)), n)])
+		n -= int64(m)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) log(r *record) {
+	attrs := []slog.Attr{
+		slog.String("client", addrString(r.client)),
+		slog.String("sni", r.sni),
+		slog.String("backend", r.backend),
+		slog.Int64("up", r.stats.Up),
+		slog.Int64("down", r.stats.Down),
+		slog.Duration("duration", time.Since(r.start).Round(time.Microsecond)),
+		slog.String("outcome", string(r.outcome)),
+	}
+	level := slog.LevelInfo
+	if r.err != nil {
+		attrs = append(attrs, slog.String("error", r.err.Error()))
+		if r.outcome == OutcomeBackendError || r.outcome == OutcomeRelayError {
+			level = slog.LevelWarn
+		}
+	}
+	s.cfg.Log.LogAttrs(context.Background(), level, "connection", attrs...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
