@@ -26,7 +26,8 @@ func wireLimit(limit int) int { return 2*limit + 1024 }
 // plus room for record headers) and returns it, so that callers can keep
 // buffers in a pool. The returned Info reads from the returned buffer.
 // A peer that closes before a whole hello arrived gives io.ErrUnexpectedEOF,
-// or io.EOF if it sent nothing.
+// or io.EOF if it sent nothing; a reset gives the socket's error
+// (syscall.ECONNRESET).
 func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -41,6 +42,7 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 		n       int
 		parsed  error
 		recvErr error
+		closed  bool // the peer can send no more bytes
 	)
 	err = rc.Read(func(fd uintptr) bool {
 		for {
@@ -60,6 +62,16 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 				return true
 			}
 			if n < len(buf) {
+				// recv(MSG_PEEK) returns the unread bytes again and
+				// again and never reports end of stream while they
+				// remain, and the poller reports a FIN or reset only
+				// once: ask whether more bytes can come at all.
+				if closed {
+					return true // incomplete for good
+				}
+				if closed, recvErr = peerDone(fd); recvErr != nil || closed {
+					continue // peek once more: every byte sent is here now
+				}
 				return false // wait for more bytes
 			}
 			if len(buf) >= wireLimit(limit) {
@@ -74,13 +86,40 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 	case err != nil:
 		return Info{}, buf[:0], fmt.Errorf("peek ClientHello after %d bytes: %w", n, err)
 	case recvErr != nil:
-		return Info{}, buf[:0], fmt.Errorf("peek ClientHello: recv: %w", recvErr)
+		return Info{}, buf[:0], fmt.Errorf("peek ClientHello after %d bytes: %w", n, recvErr)
 	case n == 0 && parsed == nil:
 		return Info{}, buf[:0], io.EOF
-	case n == 0:
-		return Info{}, buf[:0], fmt.Errorf("peek ClientHello: connection closed: %w", io.ErrUnexpectedEOF)
+	case n == 0 || closed && errors.Is(parsed, ErrIncomplete):
+		return Info{}, buf[:n], fmt.Errorf("peek ClientHello: connection closed after %d bytes: %w", n, io.ErrUnexpectedEOF)
 	}
 	return info, buf[:n], parsed
+}
+
+// peerDone reports whether no more bytes can arrive on fd because the peer
+// shut down its sending side (FIN), or returns the error that ended the
+// connection (a reset).
+func peerDone(fd uintptr) (bool, error) {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for {
+		n, err := unix.Poll(fds[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll: %w", err)
+		}
+		if n == 0 {
+			return false, nil
+		}
+		break
+	}
+	ev := fds[0].Revents
+	if ev&unix.POLLERR != 0 {
+		if soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && soErr != 0 {
+			return true, syscall.Errno(soErr)
+		}
+	}
+	return ev&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0, nil
 }
 
 // recvPeek is recv(fd, b, MSG_PEEK) without the allocations of the generic
