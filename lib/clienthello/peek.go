@@ -69,7 +69,10 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 				if closed {
 					return true // incomplete for good
 				}
-				if closed, recvErr = peerDone(fd); recvErr != nil || closed {
+				if closed, recvErr = peerDone(fd); recvErr != nil {
+					return true
+				}
+				if closed {
 					continue // peek once more: every byte sent is here now
 				}
 				return false // wait for more bytes
