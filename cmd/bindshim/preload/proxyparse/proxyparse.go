@@ -41,9 +41,9 @@ const Max = C.BS_PROXY_MAX
 
 // Header is what the C parser read from a complete header.
 type Header struct {
-	Version   int    // 1 or 2
-	Command   byte   // 0x20 LOCAL (and v1 UNKNOWN) or 0x21 PROXY
-	Transport byte   // the v2 family-and-protocol byte (v1: 0x11, 0x21 or 0)
+	Version   int  // 1 or 2
+	Command   byte // 0x20 LOCAL (and v1 UNKNOWN) or 0x21 PROXY
+	Transport byte // the v2 family-and-protocol byte (v1: 0x11, 0x21 or 0)
 	Source    netip.AddrPort
 	Dest      netip.AddrPort
 	Length    int // bytes of the header
