@@ -24,7 +24,10 @@ func wireLimit(limit int) int { return 2*limit + 1024 }
 //
 // buf is scratch space: Peek uses it (grown as needed, up to twice limit
 // plus room for record headers) and returns it, so that callers can keep
-// buffers in a pool. The returned Info reads from the returned buffer.
+// buffers in a pool. The returned Info reads from the returned buffer,
+// which holds the bytes peeked, also when the hello is refused or the
+// deadline passes (so that a caller can tell a stalled TLS client from
+// a silent one and knows how many bytes wait unread).
 // A peer that closes before a whole hello arrived gives io.ErrUnexpectedEOF,
 // or io.EOF if it sent nothing; a reset gives the socket's error
 // (syscall.ECONNRESET).
@@ -46,15 +49,17 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 	)
 	err = rc.Read(func(fd uintptr) bool {
 		for {
-			n, recvErr = recvPeek(fd, buf)
+			m, e := recvPeek(fd, buf)
 			switch {
-			case recvErr == unix.EINTR:
+			case e == unix.EINTR:
 				continue
-			case recvErr == unix.EAGAIN:
+			case e == unix.EAGAIN:
 				return false // wait for bytes
-			case recvErr != nil:
+			case e != nil:
+				recvErr = e
 				return true
-			case n == 0:
+			}
+			if n = m; n == 0 {
 				return true // EOF
 			}
 			info, parsed = ParseLimit(buf[:n], limit)
@@ -87,9 +92,9 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 	})
 	switch {
 	case err != nil:
-		return Info{}, buf[:0], fmt.Errorf("peek ClientHello after %d bytes: %w", n, err)
+		return Info{}, buf[:n], fmt.Errorf("peek ClientHello after %d bytes: %w", n, err)
 	case recvErr != nil:
-		return Info{}, buf[:0], fmt.Errorf("peek ClientHello after %d bytes: %w", n, recvErr)
+		return Info{}, buf[:n], fmt.Errorf("peek ClientHello after %d bytes: %w", n, recvErr)
 	case n == 0 && parsed == nil:
 		return Info{}, buf[:0], io.EOF
 	case n == 0 || closed && errors.Is(parsed, ErrIncomplete):

@@ -158,6 +158,9 @@ func TestPeekDeadline(t *testing.T) {
 	if !errors.Is(r.err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Peek of a stalled hello: err = %v, want a deadline error", r.err)
 	}
+	if !bytes.Equal(r.buf, c.data[:100]) {
+		t.Errorf("Peek returned %d bytes with the deadline error, want the 100 peeked", len(r.buf))
+	}
 	// The partial hello is still unread.
 	if got := readN(t, server, 100); !bytes.Equal(got, c.data[:100]) {
 		t.Errorf("bytes read after Peek differ from the bytes sent")
