@@ -261,3 +261,45 @@ func (p Prefix) ExtractPrefix(v6 netip.Prefix) (netip.Prefix, bool) {
 	}
 	return netip.Prefix{}, false
 }
+
+// Translate converts the text of one address or prefix in whichever
+// direction applies: an IPv4 address or prefix becomes its embedding, an
+// IPv6 address or prefix that is a valid embedding becomes the IPv4 one.
+// It is nat46calc's argument mode, kept here so snilisten and scripts get
+// the same answers. The error names s and why it cannot be translated.
+func (p Prefix) Translate(s string) (string, error) {
+	if strings.Contains(s, "/") {
+		in, err := netip.ParsePrefix(s)
+		if err != nil {
+			return "", fmt.Errorf("translate %q: not an IP address or prefix", s)
+		}
+		if in.Addr().Is4() {
+			out, err := p.EmbedPrefix(in)
+			if err != nil {
+				return "", fmt.Errorf("translate %q: %w", s, err)
+			}
+			return out.String(), nil
+		}
+		out, ok := p.ExtractPrefix(in)
+		if !ok {
+			return "", fmt.Errorf("translate %q: not a prefix of IPv4 addresses embedded in %s", s, p)
+		}
+		return out.String(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return "", fmt.Errorf("translate %q: not an IP address or prefix", s)
+	}
+	if a.Is4() {
+		out, err := p.Embed(a)
+		if err != nil {
+			return "", fmt.Errorf("translate %q: %w", s, err)
+		}
+		return out.String(), nil
+	}
+	out, ok := p.Extract(a)
+	if !ok {
+		return "", fmt.Errorf("translate %q: not an IPv4 address embedded in %s", s, p)
+	}
+	return out.String(), nil
+}

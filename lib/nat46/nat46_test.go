@@ -6,6 +6,8 @@ import (
 	"flag"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -343,4 +345,31 @@ func FuzzParsePrefix(f *testing.F) {
 			t.Fatalf("ParsePrefix(%q) = %s, reparsed %v, %v", s, p, q, err)
 		}
 	})
+}
+
+func TestTranslate(t *testing.T) {
+	p := DefaultPrefix
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.33", "64:ff9b:1::c000:221"},
+		{"64:ff9b:1::c000:221", "192.0.2.33"},
+		{"64:ff9b:1::192.0.2.33", "192.0.2.33"},
+		{"64:ff9b:1::c000:221%eth0", "192.0.2.33"},
+		{"10.0.0.0/8", "64:ff9b:1::a00:0/104"},
+		{"64:ff9b:1::a00:0/104", "10.0.0.0/8"},
+		{"0.0.0.0", "64:ff9b:1::"},
+		{"64:ff9b:1::", "0.0.0.0"},
+	} {
+		got, err := p.Translate(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("Translate(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "x", "2001:db8::1", "::ffff:192.0.2.33", "64:ff9b:1::/64", "10.0.0.0/33", "1.2.3.4/", "64:ff9b:2::1", "01.2.3.4"} {
+		got, err := p.Translate(in)
+		if err == nil {
+			t.Errorf("Translate(%q) = %q, want error", in, got)
+		} else if !strings.Contains(err.Error(), strconv.Quote(in)) {
+			t.Errorf("Translate(%q) error %q does not name the input", in, err)
+		}
+	}
 }

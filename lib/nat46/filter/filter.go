@@ -67,12 +67,42 @@ type Filter struct {
 	prefix  nat46.Prefix
 	dir     Direction
 	zero    netip.Addr // the prefix's own address, which embeds 0.0.0.0
+	first   int        // the prefix's first 16 bits, for a quick test
 	scratch []byte
 }
 
 // New returns a Filter for prefix p rewriting in direction d.
 func New(p nat46.Prefix, d Direction) *Filter {
-	return &Filter{prefix: p, dir: d, zero: p.Addr(), scratch: make([]byte, 0, 64)}
+	a := p.Addr().As16()
+	return &Filter{prefix: p, dir: d, zero: p.Addr(), first: int(a[0])<<8 | int(a[1]), scratch: make([]byte, 0, 64)}
+}
+
+// firstGroup returns the value of the first 16 bits of the IPv6 address
+// text s, without parsing it all: every prefix is at least 32 bits long,
+// so an address whose first group differs is outside it. It returns -1 if
+// s does not start with a group of one to four hex digits or "::".
+func firstGroup(s []byte) int {
+	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
+		return 0
+	}
+	g := 0
+	for k, c := range s {
+		switch {
+		case c == ':' && k > 0:
+			return g
+		case k == 4:
+			return -1
+		case c >= '0' && c <= '9':
+			g = g<<4 | int(c-'0')
+		case c >= 'a' && c <= 'f':
+			g = g<<4 | int(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			g = g<<4 | int(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return -1
 }
 
 // Append appends text, rewritten, to dst and returns the extended slice.
@@ -89,7 +119,9 @@ func (f *Filter) Append(dst, text []byte) []byte {
 // large blocks. It returns the number of bytes written.
 func (f *Filter) Copy(dst io.Writer, src io.Reader, lineBuffered bool) (written int64, err error) {
 	buf := make([]byte, bufSize)
-	out := make([]byte, 0, bufSize+bufSize/2)
+	// Room for a full output block plus one read grown by the longest
+	// rewrites ("1.1.1.1:" becomes "[64:ff9b:1::101:101]:").
+	out := make([]byte, 0, 4*bufSize)
 	n, start := 0, 0 // buf[:n] holds data; buf[:start] is look-behind already written
 	for {
 		m, rerr := src.Read(buf[n:])
@@ -123,9 +155,9 @@ func (f *Filter) Copy(dst io.Writer, src io.Reader, lineBuffered bool) (written 
 // how far it got (done >= start); the caller passes the rest again with
 // more data appended.
 func (f *Filter) process(out, src []byte, start int, final bool) (_ []byte, done int) {
-	sep, isRun, maxRun := byte(':'), isRun6, maxRun6
+	sep, run, maxRun := byte(':'), uint8(run6), maxRun6
 	if f.dir == ToIPv6 {
-		sep, isRun, maxRun = '.', isRun4, maxRun4
+		sep, run, maxRun = '.', run4, maxRun4
 	}
 	emitted := start // src[start:emitted] is in out
 	i := start
@@ -136,18 +168,18 @@ func (f *Filter) process(out, src []byte, start int, final bool) (_ []byte, done
 		}
 		c := i + j
 		s := c
-		for s > 0 && isRun(src[s-1]) {
+		for s > 0 && class[src[s-1]]&run != 0 {
 			s--
 		}
 		e := c + 1
-		for e < len(src) && isRun(src[e]) && e-s <= maxRun {
+		for e < len(src) && class[src[e]]&run != 0 && e-s <= maxRun {
 			e++
 		}
 		if s < emitted || e-s > maxRun {
 			// Too long to be an address, continuing a run that was
 			// already too long in the previous read (s < start), or glued
 			// to what was just rewritten: skip all of it.
-			for e < len(src) && isRun(src[e]) {
+			for e < len(src) && class[src[e]]&run != 0 {
 				e++
 			}
 			i = e
@@ -179,10 +211,10 @@ func (f *Filter) process(out, src []byte, start int, final bool) (_ []byte, done
 		// an address: keep it for the next read unless it is already too
 		// long to be one.
 		t := len(src)
-		for t > start && isRun(src[t-1]) && len(src)-t <= maxRun {
+		for t > start && class[src[t-1]]&run != 0 && len(src)-t <= maxRun {
 			t--
 		}
-		if run := len(src) - t; run > 0 && run <= maxRun && (t == 0 || !isRun(src[t-1])) {
+		if n := len(src) - t; n > 0 && n <= maxRun && (t == 0 || class[src[t-1]]&run == 0) {
 			return f.hold(out, src, emitted, t, start)
 		}
 		if len(src) > start && src[len(src)-1] == '[' {
@@ -223,6 +255,9 @@ func (f *Filter) try6(src []byte, s, e, lo int, final bool) (rs, re int, more bo
 	}
 	if a > 0 && isWord(src[a-1]) {
 		return 0, 0, false
+	}
+	if firstGroup(src[a:b]) != f.first {
+		return 0, 0, false // most addresses outside the prefix end here
 	}
 	ip, ok := parse6(src[a:b])
 	if !ok {
@@ -400,20 +435,37 @@ func hasScheme(src []byte, i int) bool {
 	return i >= 3 && src[i-3] == ':' && src[i-2] == '/' && src[i-1] == '/'
 }
 
-// isRun6 reports whether c can be part of an IPv6 address's text.
-func isRun6(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == ':' || c == '.'
-}
+// Character classes, as bits in class.
+const (
+	run6 = 1 << iota // can be part of an IPv6 address's text
+	run4             // can be part of an IPv4 address's text
+	word             // an ASCII letter, digit or underscore: text an address must not be glued to
+	zone             // can be part of a zone (an interface name or index)
+)
 
-// isRun4 reports whether c can be part of an IPv4 address's text.
-func isRun4(c byte) bool { return c >= '0' && c <= '9' || c == '.' }
+// class maps each byte to its character classes: one load per byte in the
+// scanning loops.
+var class = func() (t [256]uint8) {
+	for c := range 256 {
+		b := byte(c)
+		if b >= '0' && b <= '9' || b >= 'a' && b <= 'f' || b >= 'A' && b <= 'F' || b == ':' || b == '.' {
+			t[c] |= run6
+		}
+		if b >= '0' && b <= '9' || b == '.' {
+			t[c] |= run4
+		}
+		if b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' {
+			t[c] |= word | zone
+		}
+		if b == '-' || b == '.' {
+			t[c] |= zone
+		}
+	}
+	return t
+}()
 
-// isWord reports whether c is an ASCII letter, digit or underscore: text an
-// address must not be glued to.
-func isWord(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
-}
+// isWord reports whether c is an ASCII letter, digit or underscore.
+func isWord(c byte) bool { return class[c]&word != 0 }
 
-// isZone reports whether c can be part of a zone (an interface name or
-// index).
-func isZone(c byte) bool { return isWord(c) || c == '-' || c == '.' }
+// isZone reports whether c can be part of a zone.
+func isZone(c byte) bool { return class[c]&zone != 0 }

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/netip"
@@ -458,4 +459,36 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// accessLog returns about size bytes of nginx combined log lines, 30% of
+// them from a client inside the default prefix.
+func accessLog(size int) []byte {
+	r := rand.New(rand.NewPCG(30, 70))
+	var b bytes.Buffer
+	for b.Len() < size {
+		if r.IntN(10) < 3 {
+			fmt.Fprintf(&b, "64:ff9b:1::%x:%x", r.IntN(0xff00)+0x100, r.IntN(0x10000))
+		} else {
+			fmt.Fprintf(&b, "2001:db8:%x::%x", r.IntN(0x10000), r.IntN(0x10000))
+		}
+		fmt.Fprintf(&b, ` - - [10/Oct/2000:13:55:%02d -0700] "GET /index/%d.html HTTP/1.1" 200 %d "https://example.com/" "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"`+"\n",
+			r.IntN(60), r.IntN(1e6), r.IntN(1e5))
+	}
+	return b.Bytes()
+}
+
+func BenchmarkCopy(b *testing.B) {
+	in := accessLog(16 << 20)
+	for _, d := range []Direction{ToIPv4, ToIPv6} {
+		b.Run(fmt.Sprint("direction=", d), func(b *testing.B) {
+			f := New(nat46.DefaultPrefix, d)
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				if _, err := f.Copy(io.Discard, bytes.NewReader(in), false); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
