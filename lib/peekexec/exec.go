@@ -1,0 +1,263 @@
+package peekexec
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/snitools/snitools/lib/clienthello"
+	"github.com/snitools/snitools/lib/hostname"
+	"golang.org/x/sys/unix"
+)
+
+// Environment variables set for the program that snipeek executes.
+const (
+	EnvSNI  = "TLS_SNI"  // canonical server name
+	EnvALPN = "TLS_ALPN" // offered ALPN protocols, comma-separated
+)
+
+// ErrNotSocket is returned by CheckSocket for a descriptor that is not a
+// connected stream socket.
+var ErrNotSocket = errors.New("not a connected stream socket")
+
+// CheckSocket reports whether fd is a connected stream socket (TCP, or a
+// UNIX stream socket), as inetd, systemd's Accept=yes and
+// systemd-socket-activate --accept pass on standard input. A listening
+// socket (Accept=no) is not connected and is refused.
+func CheckSocket(fd int) error {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return fmt.Errorf("fd %d: %w: %w", fd, ErrNotSocket, err)
+	}
+	if typ != unix.SOCK_STREAM {
+		return fmt.Errorf("fd %d: %w: socket type %d", fd, ErrNotSocket, typ)
+	}
+	if _, err := unix.Getpeername(fd); err != nil {
+		return fmt.Errorf("fd %d: %w: %w (a listening socket? use Accept=yes or --accept)", fd, ErrNotSocket, err)
+	}
+	return nil
+}
+
+// Config says how PeekFD waits and decides.
+type Config struct {
+	// Timeout bounds the wait for a whole ClientHello; 0 waits forever.
+	Timeout time.Duration
+	// DefaultHostname is the canonical name used for a hello without a
+	// server name; "" refuses such hellos.
+	DefaultHostname string
+	// Limit is the largest hello accepted (clienthello.DefaultLimit if 0).
+	Limit int
+	// Log gets one line per refused connection; nil logs nothing.
+	Log *slog.Logger
+}
+
+// Decision is what a served connection's program learns about it.
+type Decision struct {
+	// Name is the canonical server name (or the default host name).
+	Name string
+	// ALPN lists the offered protocols that are safe to pass on in the
+	// environment (see Environ).
+	ALPN []string
+}
+
+// Refusal is the error PeekFD returns for a connection it does not serve:
+// why, and which TLS alert (if any) the client was sent.
+type Refusal struct {
+	Reason string            // short, fixed: "no server name", "invalid server name", "timeout", ...
+	Alert  clienthello.Alert // 0 if none was sent
+	SNI    string            // the server name as sent, if any
+	Err    error             // the underlying error
+}
+
+func (r *Refusal) Error() string {
+	if r.Err == nil {
+		return r.Reason
+	}
+	return r.Reason + ": " + r.Err.Error()
+}
+
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// PeekFD peeks at the ClientHello on the connected socket fd without
+// consuming it and decides whether and how to serve it. It leaves fd as a
+// program started on it expects to find it: open, with every byte unread,
+// in blocking mode. A connection it does not serve gets a TLS alert where
+// the client spoke TLS, and a *Refusal error (logged as one line).
+func PeekFD(fd int, cfg Config) (Decision, error) {
+	if cfg.Limit == 0 {
+		cfg.Limit = clienthello.DefaultLimit
+	}
+	c, err := fileConn(fd)
+	if err != nil {
+		return Decision{}, err
+	}
+	// net.FileConn worked on a duplicate of fd, which shares fd's open file
+	// description and so made fd non-blocking too: a program that reads
+	// standard input with plain read(2) would get EAGAIN. Undo it.
+	defer unix.SetNonblock(fd, false)
+	defer c.Close()
+
+	if cfg.Timeout > 0 {
+		c.SetReadDeadline(time.Now().Add(cfg.Timeout))
+	}
+	info, buf, err := clienthello.Peek(c.(syscall.Conn), nil, cfg.Limit)
+	d, ref := decide(&info, buf, err, cfg.DefaultHostname)
+	if ref == nil {
+		return d, nil
+	}
+	if ref.Alert != 0 {
+		refuse(c, len(buf), ref.Alert)
+	}
+	if cfg.Log != nil {
+		attrs := []any{"client", addrString(c.RemoteAddr()), "reason", ref.Reason}
+		if ref.SNI != "" {
+			attrs = append(attrs, "sni", truncate(ref.SNI, 255))
+		}
+		if ref.Alert != 0 {
+			attrs = append(attrs, "alert", ref.Alert.String())
+		}
+		if ref.Err != nil {
+			attrs = append(attrs, "error", ref.Err.Error())
+		}
+		cfg.Log.Warn("refused", attrs...)
+	}
+	return Decision{}, ref
+}
+
+// fileConn returns a net.Conn on a duplicate of fd, leaving fd open.
+func fileConn(fd int) (net.Conn, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate fd %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(dup), "client")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("socket on fd %d: %w", fd, err)
+	}
+	if _, ok := c.(syscall.Conn); !ok {
+		c.Close()
+		return nil, fmt.Errorf("socket on fd %d: %T cannot be peeked", fd, c)
+	}
+	return c, nil
+}
+
+// decide maps the result of a peek to the decision, or to the refusal and
+// the alert that tells a TLS client why.
+func decide(info *clienthello.Info, peeked []byte, err error, defaultHost string) (Decision, *Refusal) {
+	spokeTLS := len(peeked) > 0 && peeked[0] == 22 // a handshake record
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		r := &Refusal{Reason: "timeout", Err: err}
+		if spokeTLS {
+			r.Alert = clienthello.AlertHandshakeFailure
+		}
+		return Decision{}, r
+	case errors.Is(err, clienthello.ErrNotTLS):
+		return Decision{}, &Refusal{Reason: "not TLS", Err: err}
+	case errors.Is(err, clienthello.ErrMalformed), errors.Is(err, clienthello.ErrTooLarge):
+		return Decision{}, &Refusal{Reason: "bad ClientHello", Alert: clienthello.AlertDecodeError, Err: err}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return Decision{}, &Refusal{Reason: "client closed", Err: err}
+	default:
+		return Decision{}, &Refusal{Reason: "peek failed", Err: err}
+	}
+	d := Decision{ALPN: safeProtocols(info.ALPN())}
+	if !info.HasServerName() {
+		if defaultHost == "" {
+			return Decision{}, &Refusal{Reason: "no server name", Alert: clienthello.AlertUnrecognizedName}
+		}
+		d.Name = defaultHost
+		return d, nil
+	}
+	name, err := hostname.Canonical(info.ServerName())
+	if err != nil {
+		return Decision{}, &Refusal{Reason: "invalid server name", Alert: clienthello.AlertUnrecognizedName, SNI: info.ServerName(), Err: err}
+	}
+	d.Name = name
+	return d, nil
+}
+
+// safeProtocols keeps the protocols that can be passed in a comma-separated
+// environment variable and read by a shell script: printable ASCII without
+// spaces or commas. ALPN protocol names are arbitrary bytes; a NUL would
+// make exec fail, a comma would forge a second entry.
+func safeProtocols(protos []string) []string {
+	var safe []string
+	for _, p := range protos {
+		if textValue(p) == p {
+			safe = append(safe, p)
+		}
+	}
+	return safe
+}
+
+// refuse tells a TLS client why it is not served. It first reads the bytes
+// it peeked, so that closing the socket sends FIN rather than a reset
+// that could destroy the alert before the client reads it, then sends the
+// alert and half-closes.
+func refuse(c net.Conn, peeked int, alert clienthello.Alert) {
+	c.SetDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, c, int64(peeked))
+	if clienthello.WriteAlert(c, alert) != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	io.CopyN(io.Discard, c, 64<<10) // until the client closes, or the deadline
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// Environ returns env with TLS_SNI and TLS_ALPN set to what d says,
+// replacing any inherited values so that a program can trust them.
+func Environ(env []string, d Decision) []string {
+	out := make([]string, 0, len(env)+2)
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, EnvSNI+"=") && !strings.HasPrefix(kv, EnvALPN+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, EnvSNI+"="+d.Name, EnvALPN+"="+strings.Join(d.ALPN, ","))
+}
+
+// Exec replaces the running process with the program at path (as found by
+// exec.LookPath), with argv args and environment env. It returns only on
+// failure.
+func Exec(path string, args, env []string) error {
+	if err := syscall.Exec(path, args, env); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	return nil
+}
+
+// LookPath finds program in PATH, as the shell would.
+func LookPath(program string) (string, error) {
+	p, err := exec.LookPath(program)
+	if err != nil {
+		return "", fmt.Errorf("find program: %w", err)
+	}
+	return p, nil
+}
