@@ -17,6 +17,8 @@
 //	scheme://[v6] <->  scheme://v4  (URL hosts)
 //	v6/len        <->  v4/len       (prefixes: the length is mapped too)
 //	v6%zone        ->  v4%zone      (the zone is kept as it was)
+//	v6:port        ->  v4:port      (only where v6:port is not itself an
+//	                                 IPv6 address, as with 5-digit ports)
 //
 // The prefix's own address and 0.0.0.0, which it embeds, are left alone:
 // they appear in configurations and listening sockets, never as a client.
@@ -261,7 +263,7 @@ func (f *Filter) try6(src []byte, s, e, lo int, final bool) (rs, re int, more bo
 	}
 	ip, ok := parse6(src[a:b])
 	if !ok {
-		return 0, 0, false
+		return f.tryPort(src, a, b)
 	}
 	v6 := netip.AddrFrom16(ip)
 	v4, ok := f.prefix.Extract(v6)
@@ -314,6 +316,47 @@ func (f *Filter) try6(src []byte, s, e, lo int, final bool) (rs, re int, more bo
 		return 0, 0, false
 	}
 	return f.emit(v4, a, b)
+}
+
+// tryPort decides on src[a:b], a run that is not an IPv6 address, as an
+// address and a port without brackets, as Apache's error log writes them
+// ("[client 64:ff9b:1::c000:221:51234]"). A run that reads as one IPv6
+// address as a whole ("64:ff9b:1::c000:221:443") is ambiguous and never
+// gets here: it is left alone unless it is an embedding itself.
+func (f *Filter) tryPort(src []byte, a, b int) (rs, re int, more bool) {
+	lc := bytes.LastIndexByte(src[a:b], ':')
+	if lc < 2 || !isPort(src[a+lc+1:b]) || src[a+lc-1] == ':' {
+		return 0, 0, false
+	}
+	if b < len(src) && (isWord(src[b]) || src[b] == '%' || src[b] == '/') {
+		return 0, 0, false
+	}
+	ip, ok := parse6(src[a : a+lc])
+	if !ok {
+		return 0, 0, false
+	}
+	v6 := netip.AddrFrom16(ip)
+	v4, ok := f.prefix.Extract(v6)
+	if !ok || v6 == f.zero {
+		return 0, 0, false
+	}
+	return f.emit(v4, a, a+lc)
+}
+
+// isPort reports whether s is a TCP or UDP port number in decimal, without
+// a leading zero.
+func isPort(s []byte) bool {
+	if len(s) == 0 || len(s) > 5 || s[0] == '0' {
+		return false
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n <= 65535
 }
 
 // try4 decides on the run src[s:e] of IPv4 address characters (ToIPv6),

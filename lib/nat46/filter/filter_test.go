@@ -40,6 +40,10 @@ var to4Cases = []rewriteCase{
 	{"64:ff9b:1::c000:221\x00\xff\xfe", "192.0.2.33\x00\xff\xfe"},
 	{"\xff64:ff9b:1::c000:221\xff", "\xff192.0.2.33\xff"},
 	{"é64:ff9b:1::c000:221é", "é192.0.2.33é"},
+	// Apache's error log: address and port without brackets, which only
+	// a port of five digits (or a full eight-group address) makes clear.
+	{"[client 64:ff9b:1::c000:221:51234] AH01630", "[client 192.0.2.33:51234] AH01630"},
+	{"64:ff9b:1:0:0:0:c000:221:443", "192.0.2.33:443"},
 }
 
 // lookAlikes must pass through both directions untouched.
@@ -78,7 +82,12 @@ var lookAlikes = []string{
 	"64:ff9b:1::",         // the prefix itself
 	"64:ff9b:1::/96",
 	"64:ff9b:1:0:0:1:c000:221", // outside the /96
-	"64:ff9b:1::c000:221:443",  // ambiguous: not an address
+	"64:ff9b:1::c000:221:443",  // ambiguous: also an address outside the prefix
+	"64:ff9b:1::c000:221:65536",
+	"64:ff9b:1::c000:221:01234",
+	"64:ff9b:1::c000:221:51234x",
+	"64:ff9b:1::c000:221::51234",
+	"64:ff9b:1::c000:221:51234/24",
 	"x64:ff9b:1::c000:221",
 	"64:ff9b:1::c000:221x",
 	"64:ff9b:1::c000:221_",
