@@ -475,3 +475,121 @@ func n46OpenPTY() (master, slave *os.File, err error) {
 	}
 	return master, slave, nil
 }
+
+// n46LiveScript runs inside a new network namespace (unshare -n): it
+// routes the prefix locally, lets sockets bind to any address in it (as
+// snilisten's nat46 mode does with IPV6_FREEBIND), serves HTTP with nginx
+// on [::1], makes requests from embedded and other source addresses with
+// curl, and records `ss -tan` while connections from both families are
+// open. $1 is the working directory.
+const n46LiveScript = `set -eu
+d=$1
+ip link set lo up
+ip -6 route add local 64:ff9b:1::/96 dev lo
+ip -6 route add local 2001:db8:1::/64 dev lo
+sysctl -qw net.ipv6.ip_nonlocal_bind=1
+nginx -c "$d/nginx.conf" -p "$d" &
+nginx=$!
+trap 'kill $nginx 2>/dev/null; wait $nginx 2>/dev/null || true' EXIT
+i=0
+until curl -s -o /dev/null http://[::1]:8080/ready; do
+	i=$((i+1)); [ $i -lt 200 ] || { echo "nginx did not start"; cat "$d/error.log"; exit 1; }
+	sleep 0.05
+done
+get() { curl -sS -o /dev/null --max-time 10 --interface "$1" -A "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.0.0" -e "$2" "http://[::1]:8080$3"; }
+get 64:ff9b:1::c000:221 'http://[64:ff9b:1::c000:221]:8080/from' '/index.html?t=12:34:56&v=1.2.3.4.5'
+get 64:ff9b:1::a00:1 'https://www.example.com/' /a
+get 2001:db8:1::7 '-' /b
+python3 - "$d/ss.txt" <<'PY'
+import socket, subprocess, sys
+def pair(family, server, client):
+    s = socket.socket(family); s.bind((server, 0)); s.listen()
+    c = socket.socket(family); c.bind((client, 0)); c.connect(s.getsockname()[:2])
+    a, _ = s.accept()
+    return s, c, a
+keep = [pair(socket.AF_INET6, "::1", "64:ff9b:1::c000:221"),
+        pair(socket.AF_INET6, "::1", "2001:db8:1::7"),
+        pair(socket.AF_INET, "127.0.0.1", "127.0.0.1")]
+w = socket.socket(socket.AF_INET); w.bind(("0.0.0.0", 0)); w.listen()
+open(sys.argv[1], "w").write(subprocess.run(["ss", "-tan"], capture_output=True, text=True, check=True).stdout)
+PY
+`
+
+// TestNat46calcLive translates logs that real programs wrote about real
+// connections from embedded addresses: nginx's combined and JSON access
+// logs and ss's socket list, inside a network namespace.
+func TestNat46calcLive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	need(t, "unshare", "ip", "sysctl", "nginx", "curl", "python3", "ss")
+	d := t.TempDir()
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events {}
+http {
+	client_body_temp_path %[1]s/tmp;
+	proxy_temp_path %[1]s/tmp;
+	fastcgi_temp_path %[1]s/tmp;
+	uwsgi_temp_path %[1]s/tmp;
+	scgi_temp_path %[1]s/tmp;
+	log_format json escape=json '{"time":"$time_iso8601","remote_addr":"$remote_addr","remote_port":"$remote_port","request":"$request","status":$status}';
+	server {
+		listen [::1]:8080;
+		access_log %[1]s/access.log combined;
+		access_log %[1]s/access.json json;
+		location / { return 200 "ok\n"; }
+	}
+}
+`, d)
+	if err := os.WriteFile(filepath.Join(d, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", n46LiveScript, "sh", d).CombinedOutput()
+	if err != nil {
+		if bytes.Contains(out, []byte("unshare failed")) || bytes.Contains(out, []byte("Operation not permitted")) {
+			t.Skipf("cannot create a network namespace: %s", out)
+		}
+		t.Fatalf("live script: %v\n%s", err, out)
+	}
+
+	to4 := strings.NewReplacer(
+		"[64:ff9b:1::c000:221]:", "192.0.2.33:",
+		"64:ff9b:1::c000:221", "192.0.2.33",
+		"[64:ff9b:1::a00:1]:", "10.0.0.1:",
+		"64:ff9b:1::a00:1", "10.0.0.1",
+	)
+	for _, name := range []string{"access.log", "access.json", "ss.txt"} {
+		raw, err := os.ReadFile(filepath.Join(d, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, must := range []string{"64:ff9b:1::c000:221", "2001:db8:1::7"} {
+			if !bytes.Contains(raw, []byte(must)) {
+				t.Fatalf("%s does not mention %s, the test is broken:\n%s", name, must, raw)
+			}
+		}
+		got, errs, st := n46run(t, raw, nil)
+		if want := to4.Replace(string(raw)); got != want || st != 0 {
+			t.Errorf("%s: status %d %s\ngot:\n%s\nwant:\n%s", name, st, errs, got, want)
+		}
+	}
+
+	// -6 on the socket list: IPv4 peers get their embedding in brackets,
+	// the wildcard listener stays.
+	raw, err := os.ReadFile(filepath.Join(d, "ss.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte("127.0.0.1:")) || !bytes.Contains(raw, []byte("0.0.0.0:")) {
+		t.Fatalf("ss.txt lacks IPv4 sockets:\n%s", raw)
+	}
+	got, _, _ := n46run(t, raw, nil, "-6")
+	if want := strings.ReplaceAll(string(raw), "127.0.0.1:", "[64:ff9b:1::7f00:1]:"); got != want {
+		t.Errorf("ss -6:\ngot:\n%s\nwant:\n%s", got, want)
+	}
+}
