@@ -501,3 +501,21 @@ func BenchmarkCopy(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAddresses is the densest input: one address per line.
+func BenchmarkAddresses(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	var in bytes.Buffer
+	n := 0
+	for ; in.Len() < 8<<20; n++ {
+		fmt.Fprintf(&in, "64:ff9b:1::%x:%x\n", 0x100+r.IntN(0xdf00), r.IntN(0x10000))
+	}
+	f := New(nat46.DefaultPrefix, ToIPv4)
+	b.SetBytes(int64(in.Len()))
+	for b.Loop() {
+		if _, err := f.Copy(io.Discard, bytes.NewReader(in.Bytes()), false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "addrs/s")
+}

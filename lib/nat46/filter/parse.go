@@ -5,6 +5,23 @@ package filter
 // what netip.ParseAddr accepts for an IPv4 address and for an IPv6 address
 // without a zone, which FuzzParse checks.
 
+// hexValue maps a hex digit to its value and any other byte to 0xff.
+var hexValue = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c >= '0' && c <= '9':
+			t[c] = uint8(c - '0')
+		case c >= 'a' && c <= 'f':
+			t[c] = uint8(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			t[c] = uint8(c - 'A' + 10)
+		default:
+			t[c] = 0xff
+		}
+	}
+	return t
+}()
+
 // parse4 parses a dotted-quad IPv4 address: four decimal fields of at most
 // 255, without leading zeros (which some parsers read as octal).
 func parse4(s []byte) (ip [4]byte, ok bool) {
@@ -54,22 +71,15 @@ func parse6(s []byte) (ip [16]byte, ok bool) {
 	for i < 16 {
 		off, acc := 0, uint32(0)
 		for ; off < len(s); off++ {
-			c := s[off]
-			switch {
-			case c >= '0' && c <= '9':
-				acc = acc<<4 + uint32(c-'0')
-			case c >= 'a' && c <= 'f':
-				acc = acc<<4 + uint32(c-'a'+10)
-			case c >= 'A' && c <= 'F':
-				acc = acc<<4 + uint32(c-'A'+10)
-			default:
-				goto endGroup
+			v := hexValue[s[off]]
+			if v > 0xf {
+				break
 			}
 			if off > 3 {
 				return ip, false // more than four hex digits
 			}
+			acc = acc<<4 | uint32(v)
 		}
-	endGroup:
 		if off == 0 {
 			return ip, false // empty group
 		}
