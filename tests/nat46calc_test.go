@@ -593,3 +593,45 @@ http {
 		t.Errorf("ss -6:\ngot:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestNat46calcAgainstIpv6calc compares nat46calc with ipv6calc, an
+// independent implementation, on random addresses in the well-known
+// prefix 64:ff9b::/96 (the only one ipv6calc knows), both ways.
+func TestNat46calcAgainstIpv6calc(t *testing.T) {
+	need(t, "ipv6calc")
+	r := rand.New(rand.NewPCG(6052, 1))
+	var v4 bytes.Buffer
+	for range 2000 {
+		fmt.Fprintf(&v4, "%d.%d.%d.%d\n", r.IntN(256), r.IntN(256), r.IntN(256), r.IntN(256))
+	}
+	ipv6calc := func(in []byte) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ipv6calc", "-A", "convnat64")
+		cmd.Stdin = bytes.NewReader(in)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ipv6calc: %v", err)
+		}
+		return string(out)
+	}
+	v6 := ipv6calc(v4.Bytes())
+	if n := strings.Count(v6, "\n"); n != 2000 {
+		t.Fatalf("ipv6calc printed %d lines", n)
+	}
+	// Argument mode and both filter directions.
+	got, errs, st := n46run(t, nil, nil, append([]string{"-p", "64:ff9b::"}, strings.Fields(v4.String())...)...)
+	if got != v6 || st != 0 {
+		t.Errorf("arguments differ from ipv6calc (status %d, %s)", st, errs)
+	}
+	if got, _, _ := n46run(t, v4.Bytes(), nil, "-p", "64:ff9b::", "-6"); got != strings.Replace(v6, "64:ff9b::\n", "0.0.0.0\n", -1) {
+		t.Errorf("-6 filter differs from ipv6calc")
+	}
+	back := ipv6calc([]byte(v6))
+	if back != v4.String() {
+		t.Fatal("ipv6calc does not round-trip")
+	}
+	if got, _, _ := n46run(t, []byte(v6), nil, "-p", "64:ff9b::"); got != strings.Replace(back, "0.0.0.0\n", "64:ff9b::\n", -1) {
+		t.Errorf("-4 filter differs from ipv6calc")
+	}
+}
