@@ -275,6 +275,26 @@ func fdCount(t testing.TB, pid int) int {
 	return len(entries)
 }
 
+// socketCount is the number of open sockets of process pid: the
+// descriptors a leaked connection would hold. (Go's splice pipes are
+// pooled per process and released by the garbage collector, so total fd
+// counts after a burst of connections say little about leaks.)
+func socketCount(t testing.TB, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("count sockets of %d: %v", pid, err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(target, "socket:") {
+			n++
+		}
+	}
+	return n
+}
+
 // backendReply is what a test backend answers to GET /: its own name, the
 // client address it saw and the SNI it was asked for, one per line.
 func backendReply(name string, r *http.Request) string {

@@ -118,7 +118,7 @@ func run() int {
 	if *maxConns < 0 {
 		return usage("-max-conns %d: must be 0 or more", *maxConns)
 	}
-	log, err := logging.New(os.Stderr, *logFormat, *quiet)
+	log, err := logging.New(os.Stderr, *logFormat, false)
 	if err != nil {
 		return usage("-log-format: %v", err)
 	}
@@ -131,7 +131,7 @@ func run() int {
 	srv := dispatch.New(dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
-		MaxConns: *maxConns, Log: log,
+		MaxConns: *maxConns, Log: log, Quiet: *quiet,
 	})
 	served := make(chan error, len(lns))
 	for _, ln := range lns {

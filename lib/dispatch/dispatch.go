@@ -49,8 +49,10 @@ type Config struct {
 	// HelloLimit bounds the ClientHello's size (clienthello.DefaultLimit
 	// if 0).
 	HelloLimit int
-	// Log receives one line per connection.
+	// Log receives one line per connection, and warnings.
 	Log *slog.Logger
+	// Quiet leaves out the per-connection lines.
+	Quiet bool
 }
 
 // Outcome says how a connection ended. The values form a fixed list, so
@@ -305,7 +307,7 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		return OutcomeBackendError, err
 	}
 	c.SetReadDeadline(time.Time{})
-	r.stats, err = relay.Relay(c, b, s.cfg.IdleTimeout)
+	r.stats, err = relay.Relay(c, b.Conn, s.cfg.IdleTimeout) // the bare conn: splice needs its type
 	switch {
 	case err == nil:
 		return OutcomeOK, nil
@@ -427,6 +429,9 @@ func discard(c net.Conn, n int64) {
 }
 
 func (s *Server) log(r *record) {
+	if s.cfg.Quiet {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("client", addrString(r.client)),
 		slog.String("sni", r.sni),
