@@ -29,7 +29,7 @@ func TestSnilistenRoutesByName(t *testing.T) {
 	for _, tc := range []struct{ sni, backend string }{
 		{"a.example.test", "a.example.test"},
 		{"b.example.test", "b.example.test"},
-		{"A.Example.TEST", "a.example.test"},          // case folded
+		{"A.Example.TEST", "a.example.test"},         // case folded
 		{"x.sub.example.test", "_.sub.example.test"}, // wildcard
 	} {
 		body, err := httpsGet(t, s.Addr, tc.sni, "/")
