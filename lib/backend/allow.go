@@ -1,0 +1,79 @@
+package backend
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+)
+
+// AllowList is the set of networks a backend address must lie in. It is
+// what keeps a DNS-routed proxy from being an open proxy: whatever a name
+// resolves to, only addresses the operator allowed are ever dialled.
+type AllowList struct {
+	prefixes []netip.Prefix
+	// Deny lists exact addresses refused even inside the prefixes, such
+	// as the proxy's own listening addresses (a name pointing back at the
+	// proxy must not loop).
+	deny []netip.AddrPort
+}
+
+// ParseAllowList parses CIDRs such as "2001:db8::/64" or "192.0.2.0/24".
+func ParseAllowList(cidrs []string) (*AllowList, error) {
+	a := &AllowList{}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil {
+			return nil, fmt.Errorf("backend CIDR %q: %w", c, err)
+		}
+		if p.Masked() != p {
+			return nil, fmt.Errorf("backend CIDR %q: host bits set (did you mean %s?)", c, p.Masked())
+		}
+		a.prefixes = append(a.prefixes, p)
+	}
+	return a, nil
+}
+
+// Deny refuses the exact address and port ap even if a prefix allows it.
+func (a *AllowList) Deny(ap netip.AddrPort) {
+	a.deny = append(a.deny, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+}
+
+// Check returns nil if ap may be dialled, else an error wrapping
+// ErrRefused that says why.
+func (a *AllowList) Check(ap netip.AddrPort) error {
+	addr := ap.Addr().Unmap()
+	for _, d := range a.deny {
+		if d.Port() == ap.Port() && (d.Addr() == addr || d.Addr().IsUnspecified() && sameFamily(d.Addr(), addr) && isLocal(addr)) {
+			return fmt.Errorf("%w: %s is this proxy's own listening address", ErrRefused, ap)
+		}
+	}
+	for _, p := range a.prefixes {
+		if p.Contains(addr) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s is outside every -backend-cidr", ErrRefused, addr)
+}
+
+func sameFamily(a, b netip.Addr) bool { return a.Is4() == b.Is4() }
+
+// isLocal reports whether addr is one this machine answers on for a
+// wildcard listener: loopback, or one of the interface addresses.
+func isLocal(addr netip.Addr) bool {
+	if addr.IsLoopback() {
+		return true
+	}
+	return localAddrs().contains(addr)
+}
+
+// Control is a net.Dialer Control function that applies the list to the
+// address actually being dialled, after name resolution: a DNS answer that
+// changes between a check and the dial cannot slip past it.
+func (a *AllowList) Control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: cannot parse dial address %q: %v", ErrRefused, address, err)
+	}
+	return a.Check(ap)
+}
