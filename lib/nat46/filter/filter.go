@@ -374,8 +374,10 @@ func (f *Filter) try4(src []byte, s, e int, final bool) (rs, re int, more bool) 
 	}
 	if a > 0 {
 		switch c := src[a-1]; {
-		case isWord(c), c == ':':
-			return 0, 0, false // "v1.2.3.4", "::ffff:1.2.3.4"
+		case isWord(c):
+			return 0, 0, false // "v1.2.3.4"
+		case c == ':' && a >= 2 && class[src[a-2]]&run6 != 0:
+			return 0, 0, false // "::ffff:1.2.3.4", not "client:1.2.3.4"
 		case c == '/' && a >= 2 && isWord(src[a-2]):
 			return 0, 0, false // "Chrome/120.0.0.0"
 		}

@@ -59,6 +59,9 @@ var lookAlikes = []string{
 	"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 	"1.2.3.4.5",
 	"v1.2.3.4",
+	"::1.2.3.4",
+	"ab:1.2.3.4",
+	"64:ff9b::1.2.3.4",
 	"version 1.2.3",
 	"Chrome/120.0.0.0",
 	"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -135,6 +138,7 @@ var to6Cases = []rewriteCase{
 	{"127.0.0.1", "64:ff9b:1::7f00:1"},
 	{"255.255.255.255", "64:ff9b:1::ffff:ffff"},
 	{" /10.0.0.1 ", " /64:ff9b:1::a00:1 "},
+	{"client:192.0.2.33", "client:64:ff9b:1::c000:221"},
 	{"\xff192.0.2.33\x00", "\xff64:ff9b:1::c000:221\x00"},
 }
 
