@@ -181,3 +181,9 @@ next:
 	}
 	return out
 }
+
+// waitLog waits for a log line of p containing every one of words.
+func waitLog(t testing.TB, p *Proc, words ...string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("a log line with %q", words), func() bool { return len(logLines(p, words...)) > 0 })
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/logging"
+	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/version"
 )
 
@@ -60,8 +62,10 @@ func run() int {
 		listens         listFlag
 		proxy           proxyFlag
 		fs              = flag.NewFlagSet("snilisten", flag.ContinueOnError)
-		mode            = fs.String("mode", "unix", "how backends are found: unix")
+		mode            = fs.String("mode", "unix", "how backends are found: unix, tcp or nat46")
 		unixDir         = fs.String("unix-directory", "/var/tls", "directory of backend sockets, one per host name (unix mode)")
+		backendPort     = fs.Int("backend-port", 0, "backend port in tcp mode (default: the port the client connected to)")
+		nat46Prefix     = fs.String("nat46-prefix", "", "IPv6 prefix embedding client IPv4 addresses as source addresses (nat46 mode), e.g. 64:ff9b:1::/96")
 		defaultHostname = fs.String("default-hostname", "", "host name to use for clients that send no SNI")
 		peekTimeout     = fs.Duration("peek-timeout", 5*time.Second, "time a client has to send its whole ClientHello")
 		connectTimeout  = fs.Duration("connect-timeout", 10*time.Second, "time to connect to a backend")
@@ -72,6 +76,8 @@ func run() int {
 		quiet           = fs.Bool("q", false, "do not log connections")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
+	var cidrs listFlag
+	fs.Var(&cidrs, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
 	fs.Usage = func() {
@@ -100,12 +106,48 @@ func run() int {
 			return usage("-listen: %v", err)
 		}
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var dialer backend.Dialer
+	var allow *backend.AllowList
 	switch *mode {
 	case "unix":
+		for _, f := range []string{"backend-cidr", "backend-port", "nat46-prefix"} {
+			if set[f] {
+				return usage("-%s: not used in unix mode", f)
+			}
+		}
 		dialer = backend.Unix{Dir: *unixDir}
+	case "tcp", "nat46":
+		if len(cidrs) == 0 {
+			return usage("-backend-cidr: at least one is required in %s mode", *mode)
+		}
+		var err error
+		if allow, err = backend.ParseAllowList(cidrs); err != nil {
+			return usage("-backend-cidr: %v", err)
+		}
+		if set["unix-directory"] {
+			return usage("-unix-directory: not used in %s mode", *mode)
+		}
+		if *backendPort < 0 || *backendPort > 65535 {
+			return usage("-backend-port %d: want 1 to 65535", *backendPort)
+		}
+		d := backend.TCP{Allow: allow, Port: *backendPort}
+		if *mode == "nat46" {
+			for _, f := range []string{"proxy-proto", "backend-port"} {
+				if set[f] {
+					return usage("-%s: not used in nat46 mode (the source address carries the client)", f)
+				}
+			}
+			if d.NAT46, err = nat46.ParsePrefix(*nat46Prefix); err != nil {
+				return usage("-nat46-prefix: %v", err)
+			}
+		} else if set["nat46-prefix"] {
+			return usage("-nat46-prefix: only used in nat46 mode")
+		}
+		dialer = d
 	default:
-		return usage("-mode %q: want unix", *mode)
+		return usage("-mode %q: want unix, tcp or nat46", *mode)
 	}
 	var defName string
 	if *defaultHostname != "" {
@@ -127,6 +169,9 @@ func run() int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
 		return 1
+	}
+	if allow != nil {
+		denyOwnAddresses(allow, lns)
 	}
 	srv := dispatch.New(dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
@@ -157,4 +202,15 @@ func run() int {
 		log.Warn("shutdown timeout: open connections cut", "timeout", *shutdownTimeout)
 	}
 	return status
+}
+
+// denyOwnAddresses keeps DNS-routed modes from connecting back to
+// snilisten itself: a name resolving to one of its listening addresses
+// would otherwise loop.
+func denyOwnAddresses(allow *backend.AllowList, lns []net.Listener) {
+	for _, ln := range lns {
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			allow.Deny(ta.AddrPort())
+		}
+	}
 }

@@ -16,6 +16,9 @@ type AllowList struct {
 	// as the proxy's own listening addresses (a name pointing back at the
 	// proxy must not loop).
 	deny []netip.AddrPort
+	// local caches this machine's addresses, for deny entries on a
+	// wildcard listener.
+	local localAddrs
 }
 
 // ParseAllowList parses CIDRs such as "2001:db8::/64" or "192.0.2.0/24".
@@ -40,12 +43,12 @@ func (a *AllowList) Deny(ap netip.AddrPort) {
 }
 
 // Check returns nil if ap may be dialled, else an error wrapping
-// ErrRefused that says why.
+// ErrNotAllowed that says why.
 func (a *AllowList) Check(ap netip.AddrPort) error {
 	addr := ap.Addr().Unmap()
 	for _, d := range a.deny {
-		if d.Port() == ap.Port() && (d.Addr() == addr || d.Addr().IsUnspecified() && sameFamily(d.Addr(), addr) && isLocal(addr)) {
-			return fmt.Errorf("%w: %s is this proxy's own listening address", ErrRefused, ap)
+		if d.Port() == ap.Port() && (d.Addr() == addr || d.Addr().IsUnspecified() && a.isLocal(addr)) {
+			return fmt.Errorf("%w: %s is this proxy's own listening address", ErrNotAllowed, ap)
 		}
 	}
 	for _, p := range a.prefixes {
@@ -53,18 +56,13 @@ func (a *AllowList) Check(ap netip.AddrPort) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s is outside every -backend-cidr", ErrRefused, addr)
+	return fmt.Errorf("%w: %s is outside every -backend-cidr", ErrNotAllowed, addr)
 }
-
-func sameFamily(a, b netip.Addr) bool { return a.Is4() == b.Is4() }
 
 // isLocal reports whether addr is one this machine answers on for a
 // wildcard listener: loopback, or one of the interface addresses.
-func isLocal(addr netip.Addr) bool {
-	if addr.IsLoopback() {
-		return true
-	}
-	return localAddrs().contains(addr)
+func (a *AllowList) isLocal(addr netip.Addr) bool {
+	return addr.IsLoopback() || a.local.contains(addr)
 }
 
 // Control is a net.Dialer Control function that applies the list to the

@@ -7,6 +7,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 )
 
@@ -19,6 +20,10 @@ var (
 	// answer: a stale socket, a permission error, an address outside the
 	// allowed networks (internal_error).
 	ErrRefused = errors.New("backend refused")
+	// ErrNotAllowed means every address found for the name lies outside
+	// the allowed networks, or is the proxy itself: this proxy does not
+	// serve the name (unrecognized_name). It wraps ErrRefused.
+	ErrNotAllowed = fmt.Errorf("%w: not an allowed backend address", ErrRefused)
 )
 
 // Request describes the connection to be forwarded.

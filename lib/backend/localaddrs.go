@@ -8,38 +8,31 @@ import (
 	"time"
 )
 
-// addrSet is a snapshot of this machine's interface addresses.
-type addrSet struct {
+// localAddrs caches this machine's interface addresses. It is consulted on
+// dials that a wildcard listener could loop back to; addresses change
+// rarely, so a snapshot a few seconds old is good enough.
+type localAddrs struct {
+	mu    sync.Mutex
 	addrs []netip.Addr
 	taken time.Time
 }
 
-func (s *addrSet) contains(a netip.Addr) bool { return slices.Contains(s.addrs, a) }
+const localAddrsMaxAge = 5 * time.Second
 
-var (
-	localMu   sync.Mutex
-	localSnap *addrSet
-)
-
-// localAddrs returns the machine's interface addresses, refreshed at most
-// every few seconds: it is consulted on every dial to a wildcard-listener
-// port, and addresses change rarely.
-func localAddrs() *addrSet {
-	localMu.Lock()
-	defer localMu.Unlock()
-	if localSnap != nil && time.Since(localSnap.taken) < 5*time.Second {
-		return localSnap
-	}
-	s := &addrSet{taken: time.Now()}
-	if ifaddrs, err := net.InterfaceAddrs(); err == nil {
-		for _, ia := range ifaddrs {
-			if n, ok := ia.(*net.IPNet); ok {
-				if a, ok := netip.AddrFromSlice(n.IP); ok {
-					s.addrs = append(s.addrs, a.Unmap())
+func (l *localAddrs) contains(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Since(l.taken) > localAddrsMaxAge {
+		l.addrs, l.taken = l.addrs[:0], time.Now()
+		if ifaddrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ia := range ifaddrs {
+				if n, ok := ia.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						l.addrs = append(l.addrs, ip.Unmap())
+					}
 				}
 			}
 		}
 	}
-	localSnap = s
-	return s
+	return slices.Contains(l.addrs, a)
 }

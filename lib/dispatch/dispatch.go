@@ -69,6 +69,7 @@ const (
 	OutcomeNoSNI        Outcome = "no_sni"
 	OutcomeInvalidName  Outcome = "invalid_name"
 	OutcomeUnknownName  Outcome = "unknown_name"
+	OutcomeRefusedCIDR  Outcome = "refused_cidr" // resolved outside -backend-cidr
 	OutcomeBackendError Outcome = "backend_error"
 	OutcomeRelayError   Outcome = "relay_error"
 	OutcomeIdleTimeout  Outcome = "idle_timeout"
@@ -293,9 +294,13 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	}
 	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: c.RemoteAddr(), Local: c.LocalAddr()})
 	if err != nil {
-		if errors.Is(err, backend.ErrUnknownName) {
+		switch {
+		case errors.Is(err, backend.ErrUnknownName):
 			s.refuse(c, helloLen, clienthello.AlertUnrecognizedName)
 			return OutcomeUnknownName, err
+		case errors.Is(err, backend.ErrNotAllowed):
+			s.refuse(c, helloLen, clienthello.AlertUnrecognizedName)
+			return OutcomeRefusedCIDR, err
 		}
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeBackendError, err

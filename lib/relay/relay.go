@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -125,7 +126,9 @@ func (d *direction) pump(dst, src net.Conn, peer *direction, idle time.Duration)
 // connection supports it, else a full close.
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+		// ENOTCONN: the peer is already gone; the other direction
+		// reports how it ended.
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ENOTCONN) {
 			return fmt.Errorf("half-close: %w", err)
 		}
 		return nil

@@ -1,0 +1,191 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+
+	"github.com/snitools/snitools/lib/nat46"
+	"golang.org/x/sys/unix"
+)
+
+// TCP connects to the address the name has in DNS, as a TLS client would,
+// but only inside the AllowList. With a NAT46 prefix it connects over IPv6
+// only, from a source address that embeds the client's IPv4 address, so
+// that an unmodified backend sees and logs the real client.
+type TCP struct {
+	// Allow is checked on every address actually dialled.
+	Allow *AllowList
+	// Port is the backend port; 0 means the port the client connected to.
+	Port int
+	// Resolver looks names up (net.DefaultResolver if nil).
+	Resolver *net.Resolver
+	// NAT46, if valid, makes this the nat46 mode.
+	NAT46 nat46.Prefix
+}
+
+// Dial resolves req.Name and connects to the first allowed address that
+// answers. When the client offers exactly one ALPN protocol, "xmpp-client"
+// or "xmpp-server", it follows the _xmpps-client._tcp or
+// _xmpps-server._tcp SRV records instead, as XMPP clients do.
+func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
+	var source *net.TCPAddr
+	if d.NAT46.IsValid() {
+		src, err := d.sourceFor(req.Client)
+		if err != nil {
+			return Conn{}, err
+		}
+		source = src
+	}
+	targets, err := d.resolve(ctx, req)
+	if err != nil {
+		return Conn{}, err
+	}
+	dialer := net.Dialer{LocalAddr: source, Control: d.control(source != nil)}
+	var errs []error
+	for _, t := range targets {
+		if err := d.Allow.Check(t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c, err := dialer.DialContext(ctx, "tcp", t.String())
+		if err == nil {
+			return Conn{Conn: c, Backend: t.String()}, nil
+		}
+		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, unwrapDial(err)))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return Conn{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
+	}
+	return Conn{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
+}
+
+// unwrapDial drops net.OpError's repetition of the addresses.
+func unwrapDial(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// sourceFor returns the NAT46 source address for a client: IPv4 clients
+// only, since an IPv6 client should have connected to the backend itself.
+func (d TCP) sourceFor(client net.Addr) (*net.TCPAddr, error) {
+	ta, ok := client.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("%w: nat46 needs a TCP client, not %v", ErrRefused, client)
+	}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	ip = ip.Unmap()
+	if !ip.Is4() {
+		return nil, fmt.Errorf("%w: client %s came over IPv6; it should connect to the backend directly", ErrRefused, ip)
+	}
+	src, err := d.NAT46.Embed(ip)
+	if err != nil {
+		return nil, fmt.Errorf("%w: embed %s in %s: %v", ErrRefused, ip, d.NAT46, err)
+	}
+	return &net.TCPAddr{IP: src.AsSlice()}, nil
+}
+
+// control returns the Dialer.Control function: the allow list, checked on
+// the address being dialled, and for nat46 IPV6_FREEBIND so that the
+// embedded source address need not be configured on an interface (the
+// prefix is routed locally instead).
+func (d TCP) control(freebind bool) func(network, address string, rc syscall.RawConn) error {
+	return func(network, address string, rc syscall.RawConn) error {
+		if err := d.Allow.Control(network, address, rc); err != nil {
+			return err
+		}
+		if !freebind {
+			return nil
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set IPV6_FREEBIND: %w", serr)
+		}
+		return nil
+	}
+}
+
+// resolve returns the addresses to try for a request, in order.
+func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, error) {
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	port := d.Port
+	if port == 0 {
+		if ta, ok := req.Local.(*net.TCPAddr); ok {
+			port = ta.Port
+		}
+	}
+	network := "ip"
+	if d.NAT46.IsValid() {
+		network = "ip6"
+	}
+	if len(req.ALPN) == 1 && (req.ALPN[0] == "xmpp-client" || req.ALPN[0] == "xmpp-server") {
+		service := "xmpps-" + strings.TrimPrefix(req.ALPN[0], "xmpp-")
+		_, srvs, err := r.LookupSRV(ctx, service, "tcp", req.Name)
+		if err != nil {
+			return nil, lookupError(req.Name, "SRV _"+service+"._tcp", err)
+		}
+		var out []netip.AddrPort
+		for _, srv := range srvs {
+			if srv.Target == "." {
+				continue // "service decidedly not available" (RFC 2782)
+			}
+			addrs, err := r.LookupNetIP(ctx, network, srv.Target)
+			if err != nil {
+				continue
+			}
+			for _, a := range addrs {
+				out = append(out, netip.AddrPortFrom(a.Unmap(), srv.Port))
+			}
+		}
+		return out, nil
+	}
+	addrs, err := r.LookupNetIP(ctx, network, req.Name)
+	if err != nil {
+		return nil, lookupError(req.Name, network, err)
+	}
+	out := make([]netip.AddrPort, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, netip.AddrPortFrom(a.Unmap(), uint16(port)))
+	}
+	return out, nil
+}
+
+// lookupError maps a failed lookup: a name that does not exist is unknown;
+// anything else (timeouts, server failures) is a refusal.
+func lookupError(name, what string, err error) error {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return fmt.Errorf("%w: %s: no %s record", ErrUnknownName, name, what)
+	}
+	return fmt.Errorf("%w: look up %s %s: %v", ErrRefused, what, name, err)
+}
+
+// joinErrors joins the failures of every address tried. The result
+// matches ErrNotAllowed only if every address was refused by the allow
+// list, so that the caller can tell "not ours" from "ours but down".
+func joinErrors(errs []error) error {
+	for _, e := range errs {
+		if !errors.Is(e, ErrNotAllowed) {
+			return fmt.Errorf("%w: %s", ErrRefused, strings.ReplaceAll(errors.Join(errs...).Error(), "\n", "; "))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,266 @@
+package tests
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/pires/go-proxyproto"
+
+	"github.com/snitools/snitools/lib/nat46"
+)
+
+// tcpBackend serves HTTPS on addr (inside a namespace), answering
+// backendReply; with proxyHeader it requires a PROXY header first.
+func tcpBackend(t *testing.T, addr, name string, proxyHeader bool) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("backend %s on %s: %v", name, addr, err)
+	}
+	if proxyHeader {
+		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	}
+	serveHTTPS(t, ln, name)
+}
+
+// getFrom makes one HTTPS request for sni through addr from the local
+// address src (any if empty), offering alpn if given.
+func getFrom(t *testing.T, src, addr, sni string, alpn ...string) (string, error) {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	cfg := testPKI(t).ClientConfig(sni)
+	if len(alpn) > 0 {
+		cfg.NextProtos = alpn
+	}
+	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
+// which is called for each question.
+func dnsServer(t *testing.T, answer func(q dns.Question) []dns.RR) {
+	t.Helper()
+	srv := &dns.Server{Addr: "127.0.0.53:53", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		for _, q := range r.Question {
+			m.Answer = append(m.Answer, answer(q)...)
+		}
+		if len(m.Answer) == 0 {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	ready := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(ready) }
+	go srv.ListenAndServe()
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Second):
+		t.Fatal("DNS server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+}
+
+func rr(t *testing.T, s string) dns.RR {
+	r, err := dns.NewRR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestSnilistenTCPMode(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t,
+		[]string{"192.0.2.1/32", "192.0.2.2/32", "192.0.2.10/32", "198.51.100.10/32", "198.51.100.11/32", "198.51.100.12/32", "198.51.100.13/32", "203.0.113.5/32", "2001:db8:5ba7::10/128"},
+		"127.0.0.1 localhost\n"+
+			"198.51.100.10 v4.example.test\n"+
+			"2001:db8:5ba7::10 v6.example.test\n"+
+			"198.51.100.11 pp.example.test\n"+
+			"198.51.100.12 xmpp.example.test\n"+
+			"203.0.113.5 evil.example.test\n"+
+			"127.0.0.1 lo.example.test\n"+
+			"192.0.2.1 loop.example.test\n",
+		"nameserver 127.0.0.53\noptions timeout:2 attempts:1\n")
+	var flips atomic.Int64
+	dnsServer(t, func(q dns.Question) []dns.RR {
+		switch {
+		case q.Name == "_xmpps-client._tcp.chat.example.test." && q.Qtype == dns.TypeSRV:
+			return []dns.RR{rr(t, "_xmpps-client._tcp.chat.example.test. 60 IN SRV 0 0 5223 xmpp.example.test.")}
+		case q.Name == "flip.example.test." && q.Qtype == dns.TypeA:
+			if flips.Add(1)%2 == 0 {
+				return []dns.RR{rr(t, "flip.example.test. 0 IN A 198.51.100.13")}
+			}
+			return []dns.RR{rr(t, "flip.example.test. 0 IN A 203.0.113.5")}
+		}
+		return nil
+	})
+	tcpBackend(t, "198.51.100.10:443", "v4", false)
+	tcpBackend(t, "[2001:db8:5ba7::10]:443", "v6", false)
+	tcpBackend(t, "198.51.100.11:443", "pp", true)
+	tcpBackend(t, "198.51.100.12:5223", "xmpp", false)
+	tcpBackend(t, "198.51.100.13:443", "flip", false)
+	forbidden := watchListener(t, "203.0.113.5:443")
+	forbiddenLo := watchListener(t, "127.0.0.1:443")
+
+	cidrs := []string{"-backend-cidr", "198.51.100.0/24", "-backend-cidr", "2001:db8:5ba7::/64", "-backend-cidr", "192.0.2.0/24"}
+	s := startSnilistenOn(t, "tcp:192.0.2.1:443", append([]string{"-mode", "tcp"}, cidrs...)...)
+	sp := startSnilistenOn(t, "tcp:192.0.2.2:443", append([]string{"-mode", "tcp", "-proxy-proto"}, cidrs...)...)
+
+	for _, tc := range []struct{ sni, want string }{{"v4.example.test", "backend=v4"}, {"v6.example.test", "backend=v6"}} {
+		body, err := getFrom(t, "192.0.2.10", s.Addr, tc.sni)
+		if err != nil || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %v\n%s", tc.sni, err, body)
+		}
+	}
+	// PROXY v2: the backend sees the client's address.
+	body, err := getFrom(t, "192.0.2.10", sp.Addr, "pp.example.test")
+	if err != nil || !strings.Contains(body, "backend=pp") || !strings.Contains(body, "remote=192.0.2.10:") {
+		t.Errorf("PROXY v2 in tcp mode: %v\n%s", err, body)
+	}
+	// SRV for a sole xmpp-client ALPN.
+	body, err = getFrom(t, "", s.Addr, "chat.example.test", "xmpp-client")
+	if err == nil {
+		if !strings.Contains(body, "backend=xmpp") {
+			t.Errorf("xmpp-client SRV: reached %s", body)
+		}
+	} else if !strings.Contains(err.Error(), "no application protocol") {
+		// The backend speaks only http/1.1, so the handshake may fail on
+		// ALPN: that it got as far as the backend proves the routing.
+		t.Errorf("xmpp-client SRV: %v", err)
+	}
+	waitLog(t, s.Proc, "sni=chat.example.test", "backend=198.51.100.12:5223")
+
+	// Refusals: outside the CIDRs, loopback, the proxy itself, NXDOMAIN.
+	for _, name := range []string{"evil.example.test", "lo.example.test", "loop.example.test", "nxdomain.example.test"} {
+		_, err := getFrom(t, "", s.Addr, name)
+		if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+			t.Errorf("%s: want unrecognized_name, got %v", name, err)
+		}
+	}
+	waitLog(t, s.Proc, "sni=loop.example.test", "outcome=refused_cidr", "own listening address")
+	waitLog(t, s.Proc, "sni=evil.example.test", "outcome=refused_cidr", "203.0.113.5")
+	waitLog(t, s.Proc, "sni=nxdomain.example.test", "outcome=unknown_name")
+
+	// A DNS answer that flips between allowed and forbidden addresses:
+	// the forbidden one is never dialled.
+	served, refused := 0, 0
+	for range 10 {
+		body, err := getFrom(t, "", s.Addr, "flip.example.test")
+		switch {
+		case err == nil && strings.Contains(body, "backend=flip"):
+			served++
+		case err != nil && strings.Contains(err.Error(), "unrecognized name"):
+			refused++
+		default:
+			t.Errorf("flip: %v %s", err, body)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if *forbidden != 0 || *forbiddenLo != 0 {
+		t.Fatalf("forbidden addresses were dialled: 203.0.113.5 %d times, 127.0.0.1 %d times", *forbidden, *forbiddenLo)
+	}
+	if served == 0 || refused == 0 {
+		t.Errorf("flip: served %d, refused %d; want both", served, refused)
+	}
+}
+
+// startSnilistenOn is startSnilisten on a given listen spec.
+func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
+	t.Helper()
+	p := start(t, execCommand(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
+	var addr string
+	waitFor(t, 10*time.Second, "snilisten to listen", func() bool {
+		if m := listeningRE.FindStringSubmatch(p.Output()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return p.Exited()
+	})
+	if addr == "" {
+		t.Fatalf("snilisten exited: %s", p.Output())
+	}
+	return &snilisten{Proc: p, Addr: addr}
+}
+
+func TestSnilistenNAT46Mode(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t,
+		[]string{"192.0.2.1/32", "192.0.2.10/32", "2001:db8:5ba7::10/128", "2001:db8:bad::1/128"},
+		"127.0.0.1 localhost\n"+
+			"2001:db8:5ba7::10 app.example.test\n192.0.2.1 app.example.test\n"+
+			"2001:db8:bad::1 evil.example.test\n192.0.2.1 evil.example.test\n",
+		"nameserver 127.0.0.53\n")
+	var mu sync.Mutex
+	var seen []string
+	ln, err := net.Listen("tcp", "[2001:db8:5ba7::10]:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: testPKI(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.RemoteAddr)
+		mu.Unlock()
+		io.WriteString(w, backendReply("app", r))
+	})}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+	forbidden := watchListener(t, "[2001:db8:bad::1]:443")
+
+	s := startSnilistenOn(t, "tcp:192.0.2.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::", "-backend-cidr", "2001:db8:5ba7::/80", "-listen", "tcp:[::1]:443")
+
+	body, err := getFrom(t, "192.0.2.10", s.Addr, "app.example.test")
+	if err != nil || !strings.Contains(body, "backend=app") {
+		t.Fatalf("nat46: %v\n%s", err, body)
+	}
+	want, _ := nat46.DefaultPrefix.Embed(netip.MustParseAddr("192.0.2.10"))
+	mu.Lock()
+	got := seen[0]
+	mu.Unlock()
+	host, _, _ := net.SplitHostPort(got)
+	if host != want.String() {
+		t.Errorf("backend saw the client as %s, want the embedded address %s", host, want)
+	}
+	if want.String() != "64:ff9b:1::c000:20a" {
+		t.Errorf("embedding of 192.0.2.10 is %s", want)
+	}
+
+	// Outside the CIDRs: refused and never dialled.
+	if _, err := getFrom(t, "192.0.2.10", s.Addr, "evil.example.test"); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		t.Errorf("evil.example.test: want unrecognized_name, got %v", err)
+	}
+	if *forbidden != 0 {
+		t.Errorf("a backend outside -backend-cidr was dialled %d times", *forbidden)
+	}
+	// A client over IPv6 is refused: it should connect directly.
+	if _, err := getFrom(t, "", "[::1]:443", "app.example.test"); err == nil {
+		t.Errorf("IPv6 client was served in nat46 mode")
+	}
+	waitLog(t, s.Proc, "client=[::1]:", "came over IPv6")
+}
