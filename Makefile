@@ -74,7 +74,7 @@ fuzz: all
 
 demo: all
 	@tools/install-deps demo
-	@tools/demo
+	$(GO) run ./tools/demo
 
 bench: all
 	@tools/install-deps bench
