@@ -203,4 +203,3 @@ func makeCertificates(dir string) (string, tls.Certificate, error) {
 	}
 	return caFile, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}, nil
 }
-
