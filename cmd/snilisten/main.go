@@ -117,7 +117,7 @@ func run() int {
 				return usage("-%s: not used in unix mode", f)
 			}
 		}
-		dialer = backend.Unix{Dir: *unixDir}
+		dialer = backend.NewUnix(*unixDir)
 	case "tcp", "nat46":
 		if len(cidrs) == 0 {
 			return usage("-backend-cidr: at least one is required in %s mode", *mode)

@@ -37,12 +37,16 @@ type Request struct {
 	Client, Local net.Addr
 }
 
-// Conn is a connection to a backend.
+// Conn is a connection to a backend, or the instruction to hand the
+// client's connection over instead.
 type Conn struct {
 	net.Conn
 	// Backend names what was connected to, for the log: a socket path or
 	// an address.
 	Backend string
+	// Handoff is set, and Conn nil, when the backend at the path Backend
+	// takes the client's socket itself (lib/handoff) instead of a relay.
+	Handoff bool
 }
 
 // A Dialer connects to the backend for a request. Errors wrap

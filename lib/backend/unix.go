@@ -6,31 +6,53 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/snitools/snitools/lib/hostname"
 )
 
-// Unix connects to the UNIX stream socket Dir/<name>, or, if there is none,
-// to the wildcard Dir/_.<parent>. Names reach it canonical (lib/hostname),
-// so a name is always a single path element inside Dir.
+// Unix connects to the UNIX socket Dir/<name>, or, if there is none, to the
+// wildcard Dir/_.<parent>. Names reach it canonical (lib/hostname), so a
+// name is always a single path element inside Dir.
+//
+// The socket's type says how the connection is passed: a SOCK_STREAM
+// socket gets a relayed stream; a SOCK_SEQPACKET socket gets the client's
+// socket itself (lib/handoff). The type is discovered by trying, since a
+// stream connect to a seqpacket socket fails with EPROTOTYPE, and
+// remembered for a few seconds per path.
 type Unix struct {
-	Dir string
+	Dir       string
+	seqpacket sync.Map // path -> time.Time until which it is known to be SOCK_SEQPACKET
 }
+
+// seqpacketMemory is how long a path is remembered as a handoff socket; a
+// server that replaces it with a stream socket is noticed after that.
+const seqpacketMemory = 5 * time.Second
+
+// NewUnix returns a Unix dialer for the sockets in dir.
+func NewUnix(dir string) *Unix { return &Unix{Dir: dir} }
 
 // Dial connects to the first candidate socket that exists. A socket that
 // exists but refuses (left behind by a crashed server) or that may not be
 // opened is an error wrapping ErrRefused, not a reason to fall through to
 // the wildcard: the operator's intent for that exact name is clear.
-func (u Unix) Dial(ctx context.Context, req Request) (Conn, error) {
+func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 	var d net.Dialer
 	for _, cand := range hostname.Candidates(req.Name) {
 		path := filepath.Join(u.Dir, cand)
+		if until, ok := u.seqpacket.Load(path); ok && time.Now().Before(until.(time.Time)) {
+			return Conn{Backend: path, Handoff: true}, nil
+		}
 		c, err := d.DialContext(ctx, "unix", path)
 		if err == nil {
 			return Conn{Conn: c, Backend: path}, nil
 		}
 		switch {
+		case errors.Is(err, syscall.EPROTOTYPE):
+			u.seqpacket.Store(path, time.Now().Add(seqpacketMemory))
+			return Conn{Backend: path, Handoff: true}, nil
 		case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR):
 			continue
 		case errors.Is(err, syscall.ECONNREFUSED):

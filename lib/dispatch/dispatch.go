@@ -24,6 +24,7 @@ import (
 
 	"github.com/snitools/snitools/lib/backend"
 	"github.com/snitools/snitools/lib/clienthello"
+	"github.com/snitools/snitools/lib/handoff"
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/relay"
 )
@@ -62,6 +63,7 @@ type Outcome string
 // Outcomes, in the order a connection can meet them.
 const (
 	OutcomeOK           Outcome = "ok"
+	OutcomeHandoff      Outcome = "handoff"       // the socket itself passed to the backend
 	OutcomeClientClosed Outcome = "client_closed" // closed before a whole hello
 	OutcomePeekTimeout  Outcome = "peek_timeout"
 	OutcomeNotTLS       Outcome = "not_tls"
@@ -306,6 +308,9 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		return OutcomeBackendError, err
 	}
 	r.backend = b.Backend
+	if b.Handoff {
+		return s.handOff(c, b.Backend, name, helloLen)
+	}
 	if err := s.sendProxyHeader(b, c, name); err != nil {
 		b.Close()
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
@@ -320,6 +325,23 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		return OutcomeIdleTimeout, err
 	}
 	return OutcomeRelayError, err
+}
+
+// handOff passes the client's socket itself to the backend listening on
+// the SOCK_SEQPACKET socket at path (lib/handoff), the hello still unread
+// in it. Afterwards this process holds nothing of the connection.
+func (s *Server) handOff(c net.Conn, path, name string, helloLen int) (Outcome, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		s.refuse(c, helloLen, clienthello.AlertInternalError)
+		return OutcomeBackendError, fmt.Errorf("handoff to %s: only TCP connections can be handed off, not %T", path, c)
+	}
+	c.SetReadDeadline(time.Time{})
+	if err := handoff.Send(path, tc, name); err != nil {
+		s.refuse(c, helloLen, clienthello.AlertInternalError)
+		return OutcomeBackendError, err
+	}
+	return OutcomeHandoff, nil
 }
 
 // peekName peeks at the ClientHello and returns the canonical name to
