@@ -1,0 +1,147 @@
+package main
+
+import (
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMedianSpread(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		in             []float64
+		median, spread float64
+	}{
+		{[]float64{3, 1, 2}, 2, 0.5},
+		{[]float64{4, 1, 3, 2}, 2.5, 0.6},
+		{[]float64{7}, 7, 0},
+		{[]float64{nan, 10, nan, 12}, 11, 1.0 / 11},
+		{[]float64{nan}, nan, nan},
+		{nil, nan, nan},
+	} {
+		m, s := median(tc.in), spread(tc.in)
+		if !same(m, tc.median) || !same(s, tc.spread) {
+			t.Errorf("median, spread of %v = %v, %v; want %v, %v", tc.in, m, s, tc.median, tc.spread)
+		}
+	}
+	in := []float64{3, 1, 2}
+	median(in)
+	if !slices.Equal(in, []float64{3, 1, 2}) {
+		t.Errorf("median reordered its argument: %v", in)
+	}
+}
+
+func same(a, b float64) bool {
+	return math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) < 1e-9
+}
+
+func TestCell(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		prec int
+		want string
+	}{
+		{[]float64{100, 110, 90}, 0, "100 ±10%"},
+		{[]float64{1.234}, 2, "1.23"},
+		{[]float64{math.NaN(), math.NaN()}, 1, "—"},
+		{[]float64{0, 0}, 1, "0.0"},
+	} {
+		if got := cell(tc.in, tc.prec); got != tc.want {
+			t.Errorf("cell(%v, %d) = %q, want %q", tc.in, tc.prec, got, tc.want)
+		}
+	}
+}
+
+func TestRatios(t *testing.T) {
+	got := ratios([]float64{10, 20, math.NaN(), 5}, []float64{20, 0, 1, 10})
+	want := []float64{0.5, math.NaN(), math.NaN(), 0.5}
+	for i := range want {
+		if !same(got[i], want[i]) {
+			t.Errorf("ratios = %v, want %v", got, want)
+			break
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i))
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50}, {99, 99}, {100, 100}, {0.1, 1}} {
+		if got := percentile(d, tc.p); got != tc.want {
+			t.Errorf("percentile(1..100, %v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("percentile(nil) = %v, want 0", got)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A command name may hold spaces and parentheses.
+	line := "4242 (a) b (c) S 17 4242 4242 0 -1 4194560 1234 0 0 0 150 25 3 2 20 0 4 0 123456 1000000 500 18446744073709551615\n"
+	s, err := parseStat([]byte(line))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ppid != 17 || s.pgrp != 4242 || s.ticks != 150+25+3+2 {
+		t.Errorf("parseStat = %+v, want ppid 17, pgrp 4242, ticks 180", s)
+	}
+	for _, bad := range []string{"", "1 (x S 1", "1 (x) S 1 2 3", "1 (x) S z 1 1 0 -1 0 0 0 0 0 1 1 1 1"} {
+		if _, err := parseStat([]byte(bad)); err == nil {
+			t.Errorf("parseStat(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	status := "Name:\tnginx\nVmPeak:\t  12000 kB\nVmRSS:\t    8524 kB\nRssAnon:\t 1000 kB\n"
+	if n, err := parseVmRSS([]byte(status)); err != nil || n != 8524 {
+		t.Errorf("parseVmRSS = %d, %v; want 8524", n, err)
+	}
+	for _, bad := range []string{"Name:\tx\n", "VmRSS:\t12 MB\n", "VmRSS:\tx kB\n"} {
+		if _, err := parseVmRSS([]byte(bad)); err == nil {
+			t.Errorf("parseVmRSS(%q) succeeded", bad)
+		}
+	}
+}
+
+// TestProcTree reads the real /proc: a child shows up in our tree, and
+// our CPU time and RSS are plausible.
+func TestProcTree(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("sleep: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if pids := tree(os.Getpid()); !slices.Contains(pids, cmd.Process.Pid) || pids[0] != os.Getpid() {
+		t.Errorf("tree(%d) = %v, want it to start with us and hold %d", os.Getpid(), pids, cmd.Process.Pid)
+	}
+	before, err := cpuSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		x += len(strings.Repeat("x", 100))
+	}
+	after, err := cpuSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("CPU seconds did not grow over 300 ms of work: %v then %v (%d)", before, after, x)
+	}
+	rss, err := rssKiB(os.Getpid())
+	if err != nil || rss < 1024 {
+		t.Errorf("rssKiB = %d, %v; want at least 1 MiB for a Go test binary", rss, err)
+	}
+}

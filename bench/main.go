@@ -1,0 +1,508 @@
+// Command bench measures snilisten side by side with nginx, HAProxy,
+// sniproxy and a direct connection to the same backend, under the same
+// load, interleaved, and prints one markdown table of absolute figures
+// and ratios (also written to bench/results/DATE.md). See README.md.
+//
+//	make bench                       # about 10 minutes on 2 cores
+//	make bench-quick                 # under a minute
+//	go run ./bench -rows 'snilisten|haproxy' -phases idle -idle 20000
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the run's settings, from the flags.
+type config struct {
+	quick      bool
+	rounds     int
+	clients    int           // connection mode: concurrent clients
+	duration   time.Duration // connection mode: measured time per row and round
+	warmup     time.Duration // connection mode: unmeasured time before it
+	bulk       int64         // bulk mode: bytes through one connection
+	idle       int           // idle mode: connections held
+	rows       *regexp.Regexp
+	phases     map[string]bool
+	resultsDir string
+	snilisten  string
+	keep       bool
+}
+
+// The phases a row goes through in each round.
+const (
+	phaseConn = "conn"
+	phaseBulk = "bulk"
+	phaseIdle = "idle"
+)
+
+// maxConnsPerPhase bounds connection mode by count as well as by time.
+const maxConnsPerPhase = 2_000_000
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var (
+		quick      = fs.Bool("quick", false, "a short run (1 round, 2 s per row, 64 MiB bulk, 500 idle connections), results printed only")
+		rounds     = fs.Int("rounds", 3, "rounds, each measuring every row once, interleaved")
+		clients    = fs.Int("c", 8, "concurrent clients in connection mode")
+		duration   = fs.Duration("d", 8*time.Second, "measured time of connection mode per row and round")
+		bulkMiB    = fs.Int64("bulk", 1024, "MiB through one connection in bulk mode")
+		idle       = fs.Int("idle", 5000, "connections held open in idle mode")
+		rowsRe     = fs.String("rows", "", "only the rows whose name matches this `regexp` (direct always runs)")
+		phases     = fs.String("phases", "conn,bulk,idle", "phases to run: conn, bulk, idle, comma-separated")
+		resultsDir = fs.String("results", "bench/results", "write the table to DIR/DATE.md too (\"\": do not)")
+		snilisten  = fs.String("snilisten", "bin/snilisten", "the snilisten binary to measure")
+		keep       = fs.Bool("keep", false, "keep the temporary directory (configurations, logs) and print its name")
+		backendDir = fs.String("serve-backend", "", "internal: serve as the bench's backend from `DIR`")
+	)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *backendDir != "" {
+		if err := serveBackend(*backendDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg := config{
+		quick: *quick, rounds: *rounds, clients: *clients, duration: *duration,
+		warmup: time.Second, bulk: *bulkMiB << 20, idle: *idle,
+		resultsDir: *resultsDir, snilisten: *snilisten, keep: *keep, phases: map[string]bool{},
+	}
+	if cfg.quick {
+		def := func(name string, apply func()) {
+			if !set[name] {
+				apply()
+			}
+		}
+		def("rounds", func() { cfg.rounds = 1 })
+		def("d", func() { cfg.duration = 2 * time.Second })
+		def("bulk", func() { cfg.bulk = 64 << 20 })
+		def("idle", func() { cfg.idle = 500 })
+		def("results", func() { cfg.resultsDir = "" })
+		cfg.warmup = 300 * time.Millisecond
+	}
+	var err error
+	if cfg.rows, err = regexp.Compile(*rowsRe); err != nil {
+		return usage("-rows: %v", err)
+	}
+	for p := range strings.SplitSeq(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case phaseConn, phaseBulk, phaseIdle:
+			cfg.phases[p] = true
+		default:
+			return usage("-phases: %q: want conn, bulk or idle", p)
+		}
+	}
+	switch {
+	case cfg.rounds < 1 || cfg.rounds > 100:
+		return usage("-rounds %d: want 1 to 100", cfg.rounds)
+	case cfg.clients < 1 || cfg.clients > 10000:
+		return usage("-c %d: want 1 to 10000", cfg.clients)
+	case cfg.duration <= 0 || cfg.duration > time.Hour:
+		return usage("-d %v: want more than 0 and at most 1h", cfg.duration)
+	case *bulkMiB < 1 || *bulkMiB > 64<<10:
+		return usage("-bulk %d: want 1 to 65536 MiB", *bulkMiB)
+	case cfg.idle < 1 || cfg.idle > 500000:
+		return usage("-idle %d: want 1 to 500000", cfg.idle)
+	}
+	if abs, err := filepath.Abs(cfg.snilisten); err == nil {
+		cfg.snilisten = abs
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runBench(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// Metric names, the keys of result.vals.
+const (
+	mConnRate   = "conns/s"
+	mP50        = "p50 ms"
+	mP99        = "p99 ms"
+	mBulk       = "bulk MB/s"
+	mCPUConn    = "CPU s/10k conns"
+	mCPUGiB     = "CPU s/GiB"
+	mRSS        = "RSS KiB/conn"
+	mBackendCPU = "backend CPU s/10k conns"
+)
+
+// result collects one row's figures over the rounds.
+type result struct {
+	row     *row
+	vals    map[string][]float64 // metric -> one value per round, NaN if not measured
+	notes   []string
+	skipped string // why the row did not run at all
+	argv    string // the proxy's command line
+	version string
+}
+
+func (r *result) set(metric string, round int, v float64) { r.vals[metric][round] = v }
+
+func (r *result) note(format string, a ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, a...))
+}
+
+// bench is one run.
+type bench struct {
+	cfg     config
+	env     *env
+	tls     *tls.Config
+	results []*result
+	kex     string // the key exchange the handshakes negotiated
+	fdLimit uint64
+}
+
+func runBench(ctx context.Context, cfg config) error {
+	limit, err := raiseFDLimit(uint64(cfg.idle)*2 + 4096)
+	if err != nil {
+		return err
+	}
+	if need := uint64(cfg.idle)*2 + 256; limit < need && cfg.phases[phaseIdle] {
+		return fmt.Errorf("-idle %d needs %d file descriptors, the limit is %d", cfg.idle, need, limit)
+	}
+	dir, err := os.MkdirTemp("", "snitools-bench-")
+	if err != nil {
+		return fmt.Errorf("temporary directory: %w", err)
+	}
+	if cfg.keep {
+		fmt.Fprintf(os.Stderr, "bench: keeping %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	pool, err := writeCert(dir)
+	if err != nil {
+		return err
+	}
+	be, err := startBackend(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer be.proc.stop()
+	b := &bench{
+		cfg: cfg,
+		env: &env{dir: dir, backend: be, snilisten: cfg.snilisten, maxConns: cfg.idle + 1024},
+		tls: &tls.Config{
+			ServerName: sni,
+			RootCAs:    pool,
+			MinVersion: tls.VersionTLS13,
+			NextProtos: []string{"http/1.1"},
+		},
+		fdLimit: limit,
+	}
+	start := time.Now()
+	facts := machineFacts()
+	for i := range rows {
+		r := &rows[i]
+		if r.start != nil && !cfg.rows.MatchString(r.name) {
+			continue
+		}
+		res := &result{row: r, vals: map[string][]float64{}}
+		for _, m := range []string{mConnRate, mP50, mP99, mBulk, mCPUConn, mCPUGiB, mRSS, mBackendCPU} {
+			res.vals[m] = slices.Repeat([]float64{math.NaN()}, cfg.rounds)
+		}
+		for _, need := range r.needs {
+			if need == "snilisten" {
+				need = cfg.snilisten
+			}
+			if !present(need) {
+				res.skipped = fmt.Sprintf("%s not found (tools/install-deps bench installs it)", need)
+				break
+			}
+		}
+		if len(r.version) > 0 && res.skipped == "" {
+			res.version = versionOf(r.version, cfg.snilisten)
+		}
+		b.results = append(b.results, res)
+	}
+	for round := range cfg.rounds {
+		n := len(b.results)
+		for k := range n {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The direct row first, the others rotated round by round.
+			res := b.results[0]
+			if k > 0 {
+				res = b.results[1+(k-1+round)%(n-1)]
+			}
+			if res.skipped != "" {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s\n", round+1, cfg.rounds, res.row.name)
+			b.runRow(ctx, res, round)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	report := b.report(facts, time.Since(start))
+	fmt.Print(report)
+	if cfg.resultsDir != "" {
+		path, err := writeResults(cfg.resultsDir, report)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: wrote %s\n", path)
+	}
+	return nil
+}
+
+// runRow measures one row for one round, each proxy freshly started for
+// connection and bulk mode, and again for idle mode so that the memory it
+// starts from is the same for every proxy.
+func (b *bench) runRow(ctx context.Context, res *result, round int) {
+	cfg := b.cfg
+	if cfg.phases[phaseConn] || cfg.phases[phaseBulk] {
+		p, t, err := b.launch(ctx, res)
+		if err != nil {
+			b.failed(res, round, err)
+			return
+		}
+		if cfg.phases[phaseConn] {
+			b.connPhase(ctx, res, round, p, t)
+		}
+		if cfg.phases[phaseBulk] {
+			b.bulkPhase(ctx, res, round, p, t)
+		}
+		if p != nil {
+			p.stop()
+		}
+	}
+	if cfg.phases[phaseIdle] && res.row.start != nil && ctx.Err() == nil {
+		p, t, err := b.launch(ctx, res)
+		if err != nil {
+			b.failed(res, round, err)
+			return
+		}
+		b.idlePhase(ctx, res, round, p, t)
+		p.stop()
+	}
+}
+
+// errUsage marks a proxy that refused its command line (exit status 2):
+// the row is skipped for the rest of the run.
+var errUsage = errors.New("refused its command line (exit status 2)")
+
+func (b *bench) failed(res *result, round int, err error) {
+	if errors.Is(err, errUsage) {
+		res.skipped = err.Error()
+		fmt.Fprintf(os.Stderr, "bench: %s: skipped: %v\n", res.row.name, err)
+		return
+	}
+	res.note("round %d: %v", round+1, err)
+	fmt.Fprintf(os.Stderr, "bench: %s: round %d: %v\n", res.row.name, round+1, err)
+}
+
+// launch starts the row's proxy on a free loopback port and waits until a
+// request through it succeeds. The direct row returns the backend.
+func (b *bench) launch(ctx context.Context, res *result) (*proc, target, error) {
+	if res.row.start == nil {
+		t := target{addr: b.env.backend.tcp, tls: b.tls}
+		return nil, t, b.probe(ctx, nil, t)
+	}
+	var lastErr error
+	for range 3 { // another program may take the free port first
+		addr, err := freePort()
+		if err != nil {
+			return nil, target{}, err
+		}
+		p, err := res.row.start(b.env, addr)
+		if err != nil {
+			return nil, target{}, err
+		}
+		if res.argv == "" {
+			res.argv = strings.Join(p.cmd.Args, " ")
+		}
+		t := target{addr: addr, tls: b.tls}
+		if lastErr = b.probe(ctx, p, t); lastErr == nil {
+			return p, t, nil
+		}
+		p.stop()
+		if p.exitCode() == 2 {
+			return nil, target{}, fmt.Errorf("%s %w: %s", p.name, errUsage, p.logTail())
+		}
+	}
+	return nil, target{}, lastErr
+}
+
+// probe waits up to 10 s for one request through t to succeed, and gives
+// up at once if the proxy exits.
+func (b *bench) probe(ctx context.Context, p *proc, t target) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited with status %d: %s", p.name, p.exitCode(), p.logTail())
+		}
+		var c *tls.Conn
+		if _, err = t.get(ctx, "/", 2*time.Second, make([]byte, 512)); err == nil {
+			if b.kex == "" {
+				if c, err = t.handshake(ctx, 2*time.Second); err == nil {
+					b.kex = c.ConnectionState().CurveID.String()
+					c.Close()
+				}
+			}
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p != nil && p.exited() {
+		return fmt.Errorf("%s exited with status %d: %s", p.name, p.exitCode(), p.logTail())
+	}
+	return fmt.Errorf("not ready after 10s: %w", err)
+}
+
+// cpuOf reads the CPU seconds of p and its children; NaN without a proxy.
+func cpuOf(p *proc) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	s, err := cpuSeconds(p.pid())
+	if err != nil {
+		return math.NaN()
+	}
+	return s
+}
+
+func (b *bench) connPhase(ctx context.Context, res *result, round int, p *proc, t target) {
+	connMode(ctx, t, b.cfg.clients, b.cfg.warmup, maxConnsPerPhase)
+	cpu0, be0 := cpuOf(p), cpuOf(b.env.backend.proc)
+	st := connMode(ctx, t, b.cfg.clients, b.cfg.duration, maxConnsPerPhase)
+	cpu1, be1 := cpuOf(p), cpuOf(b.env.backend.proc)
+	if st.errs > 0 {
+		res.note("round %d: %d of %d connections failed, first: %v", round+1, st.errs, st.errs+st.conns, st.err)
+	}
+	if st.conns == 0 {
+		return
+	}
+	res.set(mConnRate, round, st.rate())
+	res.set(mP50, round, float64(percentile(st.lat, 50))/1e6)
+	res.set(mP99, round, float64(percentile(st.lat, 99))/1e6)
+	res.set(mCPUConn, round, (cpu1-cpu0)/float64(st.conns)*10000)
+	res.set(mBackendCPU, round, (be1-be0)/float64(st.conns)*10000)
+}
+
+func (b *bench) bulkPhase(ctx context.Context, res *result, round int, p *proc, t target) {
+	cpu0 := cpuOf(p)
+	d, err := bulkMode(ctx, t, b.cfg.bulk)
+	cpu1 := cpuOf(p)
+	if err != nil {
+		res.note("round %d: bulk: %v", round+1, err)
+		return
+	}
+	res.set(mBulk, round, float64(b.cfg.bulk)/1e6/d.Seconds())
+	res.set(mCPUGiB, round, (cpu1-cpu0)/float64(b.cfg.bulk)*(1<<30))
+}
+
+// idleWorkers is how many clients open the idle connections at once.
+const idleWorkers = 16
+
+func (b *bench) idlePhase(ctx context.Context, res *result, round int, p *proc, t target) {
+	// A few connections first, so that what a proxy allocates once is
+	// in the baseline rather than spread over the idle connections.
+	connMode(ctx, t, 1, 100*time.Millisecond, 20)
+	time.Sleep(200 * time.Millisecond)
+	before, err := rssKiB(p.pid())
+	if err != nil {
+		res.note("round %d: idle: %v", round+1, err)
+		return
+	}
+	conns, errs, err := idleConns(ctx, t, b.cfg.idle, idleWorkers)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	if err != nil {
+		res.note("round %d: idle: %d of %d connections failed, first: %v", round+1, errs, b.cfg.idle, err)
+	}
+	if len(conns) == 0 {
+		return
+	}
+	time.Sleep(time.Second) // let the last ones reach the backend
+	after, err := rssKiB(p.pid())
+	if err != nil {
+		res.note("round %d: idle: %v", round+1, err)
+		return
+	}
+	res.set(mRSS, round, float64(after-before)/float64(len(conns)))
+}
+
+// present reports whether a program is in PATH or, for an absolute path,
+// whether the file (a program or a module) exists.
+func present(need string) bool {
+	if filepath.IsAbs(need) {
+		_, err := os.Stat(need)
+		return err == nil
+	}
+	_, err := exec.LookPath(need)
+	return err == nil
+}
+
+// freePort returns a loopback address with a port nothing listens on now.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// raiseFDLimit raises the bench's own file descriptor limit, which the
+// proxies it starts inherit, to at least want if it can (root may raise
+// the hard limit too). It returns the soft limit now in force.
+func raiseFDLimit(want uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("getrlimit: %w", err)
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	if lim.Max < want {
+		try := syscall.Rlimit{Cur: want, Max: want}
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &try) == nil {
+			return want, nil
+		}
+	}
+	lim.Cur = min(want, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("setrlimit: %w", err)
+	}
+	return lim.Cur, nil
+}
