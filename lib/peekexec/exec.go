@@ -112,9 +112,7 @@ func PeekFD(fd int, cfg Config) (Decision, error) {
 	if ref == nil {
 		return d, nil
 	}
-	if ref.Alert != 0 {
-		refuse(c, len(buf), ref.Alert)
-	}
+	refuse(c, len(buf), ref.Alert)
 	if cfg.Log != nil {
 		attrs := []any{"client", addrString(c.RemoteAddr()), "reason", ref.Reason}
 		if ref.SNI != "" {
@@ -201,14 +199,14 @@ func safeProtocols(protos []string) []string {
 	return safe
 }
 
-// refuse tells a TLS client why it is not served. It first reads the bytes
+// refuse ends a connection that is not served. It first reads the bytes
 // it peeked, so that closing the socket sends FIN rather than a reset
-// that could destroy the alert before the client reads it, then sends the
-// alert and half-closes.
+// that could destroy an alert before the client reads it, then sends the
+// alert, if any, and half-closes.
 func refuse(c net.Conn, peeked int, alert clienthello.Alert) {
 	c.SetDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, c, int64(peeked))
-	if clienthello.WriteAlert(c, alert) != nil {
+	if alert != 0 && clienthello.WriteAlert(c, alert) != nil {
 		return
 	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {

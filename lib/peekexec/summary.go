@@ -143,12 +143,17 @@ func hexList(vs []uint16) string {
 func ReadHello(r io.Reader, limit int) (clienthello.Info, error) {
 	maxWire := 2*limit + 1024 // as clienthello.Peek: room for small records
 	buf := make([]byte, 0, 2048)
-	for {
+	for empty := 0; ; {
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, min(cap(buf), maxWire-len(buf)+1))...)[:len(buf)]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		if n > 0 || err != nil {
+			empty = 0
+		} else if empty++; empty >= 100 {
+			return clienthello.Info{}, fmt.Errorf("read ClientHello: %w", io.ErrNoProgress)
+		}
 		info, perr := clienthello.ParseLimit(buf, limit)
 		if !errors.Is(perr, clienthello.ErrIncomplete) {
 			return info, perr
