@@ -1,0 +1,161 @@
+// Command redirect80 answers every HTTP request with a permanent redirect
+// to https:// the same host, path and query, and forwards ACME HTTP-01
+// challenges to the backend that owns the host. See redirect80(8).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/snitools/snitools/lib/backend"
+	"github.com/snitools/snitools/lib/listener"
+	"github.com/snitools/snitools/lib/logging"
+	"github.com/snitools/snitools/lib/redirect"
+	"github.com/snitools/snitools/lib/version"
+)
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var (
+		listens, cidrs    listFlag
+		fs                = flag.NewFlagSet("redirect80", flag.ContinueOnError)
+		acme              = fs.String("acme", "", "forward ACME HTTP-01 challenges: unix:DIR (socket DIR/<host>) or tcp (the host's own address, within -backend-cidr)")
+		acmePort          = fs.Int("acme-port", 80, "port of the backends' HTTP servers (-acme tcp)")
+		acmeTimeout       = fs.Duration("acme-timeout", redirect.DefaultACMETimeout, "time a backend has to answer a challenge")
+		headerTimeout     = fs.Duration("header-timeout", redirect.DefaultHeaderTimeout, "time a client has to send a whole request header")
+		idleTimeout       = fs.Duration("idle-timeout", redirect.DefaultIdleTimeout, "close a kept-alive connection with no new request for this long")
+		maxHeaderBytes    = fs.Int("max-header-bytes", redirect.DefaultMaxHeaderBytes, "largest request header (request line and fields) in bytes")
+		maxConns          = fs.Int("max-conns", redirect.DefaultMaxConns(), "concurrent connections; more wait in the kernel's queue (0: no bound)")
+		maxConnsPerClient = fs.Int("max-conns-per-client", redirect.DefaultMaxConnsPerClient, "concurrent connections from one IPv4 address or IPv6 /64 (0: no bound)")
+		shutdownTimeout   = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, time requests being answered get to finish")
+		logFormat         = fs.String("log-format", "text", "log format: text or json")
+		quiet             = fs.Bool("q", false, "do not log requests")
+		showVersion       = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd, else tcp:80)")
+	fs.Var(&cidrs, "backend-cidr", "`CIDR` an -acme tcp backend address must lie in (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		version.Print()
+		return 0
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "redirect80: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q", fs.Arg(0))
+	}
+	for _, spec := range listens {
+		if err := listener.CheckSpec(spec); err != nil {
+			return usage("-listen: %v", err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"-header-timeout": *headerTimeout, "-idle-timeout": *idleTimeout, "-acme-timeout": *acmeTimeout, "-shutdown-timeout": *shutdownTimeout} {
+		if d <= 0 {
+			return usage("%s %v: must be more than 0", name, d)
+		}
+	}
+	if *maxHeaderBytes < 256 || *maxHeaderBytes > 1<<20 {
+		return usage("-max-header-bytes %d: must be from 256 to 1048576", *maxHeaderBytes)
+	}
+	if *maxConns < 0 {
+		return usage("-max-conns %d: must be 0 or more", *maxConns)
+	}
+	if *maxConnsPerClient < 0 {
+		return usage("-max-conns-per-client %d: must be 0 or more", *maxConnsPerClient)
+	}
+	if *acmePort < 1 || *acmePort > 65535 {
+		return usage("-acme-port %d: must be from 1 to 65535", *acmePort)
+	}
+	var (
+		forwarder *redirect.ACME
+		allow     *backend.AllowList
+	)
+	switch kind, dir, _ := strings.Cut(*acme, ":"); {
+	case *acme == "":
+	case kind == "unix" && dir != "":
+		forwarder = redirect.UnixACME(dir, *acmeTimeout)
+	case *acme == "tcp":
+		if len(cidrs) == 0 {
+			return usage("-acme tcp: needs at least one -backend-cidr")
+		}
+		var err error
+		if allow, err = backend.ParseAllowList(cidrs); err != nil {
+			return usage("-backend-cidr: %v", err)
+		}
+		forwarder = redirect.TCPACME(allow, *acmePort, *acmeTimeout)
+	default:
+		return usage("-acme %q: want unix:DIR or tcp", *acme)
+	}
+	if len(cidrs) > 0 && *acme != "tcp" {
+		return usage("-backend-cidr: only with -acme tcp")
+	}
+	log, err := logging.New(os.Stderr, *logFormat, false)
+	if err != nil {
+		return usage("-log-format: %v", err)
+	}
+
+	lns, err := listener.Open(listens)
+	if errors.Is(err, listener.ErrNoListeners) {
+		lns, err = listener.Open([]string{"tcp:80"})
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
+		return 1
+	}
+	if allow != nil {
+		redirect.DenyListeners(allow, lns)
+	}
+	srv := redirect.New(redirect.Config{
+		HeaderTimeout: *headerTimeout, IdleTimeout: *idleTimeout, MaxHeaderBytes: *maxHeaderBytes,
+		MaxConns: *maxConns, MaxConnsPerClient: *maxConnsPerClient, ACME: forwarder, Log: log, Quiet: *quiet,
+	})
+	served := make(chan error, len(lns))
+	for _, ln := range lns {
+		log.Info("listening", "address", ln.Addr().String(), "acme", *acme)
+		go func() { served <- srv.Serve(ln) }()
+	}
+	listener.Notify("READY=1")
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	status := 0
+	select {
+	case sig := <-signals:
+		log.Info("shutting down", "signal", sig.String(), "open", srv.Active(), "timeout", *shutdownTimeout)
+	case err := <-served:
+		log.Error("listener failed", "error", err.Error())
+		status = 1
+	}
+	listener.Notify("STOPPING=1")
+	ctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown timeout: open connections cut", "timeout", *shutdownTimeout)
+	}
+	return status
+}
