@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/logging"
+	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/version"
 )
@@ -76,7 +78,10 @@ func run() int {
 		quiet           = fs.Bool("q", false, "do not log connections")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
-	var cidrs listFlag
+	var cidrs, fronts listFlag
+	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
+	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket or DNS name)")
 	fs.Var(&cidrs, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
@@ -160,6 +165,17 @@ func run() int {
 	if *maxConns < 0 {
 		return usage("-max-conns %d: must be 0 or more", *maxConns)
 	}
+	trusted, err := parsePrefixes(fronts)
+	if err != nil {
+		return usage("-accept-proxy: %v", err)
+	}
+	if *metricsListen != "" {
+		if err := metrics.CheckAddress(*metricsListen); err != nil {
+			return usage("-metrics-listen: %v", err)
+		}
+	} else if *metricsPerBackend {
+		return usage("-metrics-per-backend: needs -metrics-listen")
+	}
 	log, err := logging.New(os.Stderr, *logFormat, false)
 	if err != nil {
 		return usage("-log-format: %v", err)
@@ -173,11 +189,23 @@ func run() int {
 	if allow != nil {
 		denyOwnAddresses(allow, lns)
 	}
-	srv := dispatch.New(dispatch.Config{
+	cfg := dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
-		MaxConns: *maxConns, Log: log, Quiet: *quiet,
-	})
+		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: trusted,
+	}
+	if *metricsListen != "" {
+		reg := metrics.NewRegistry()
+		cfg.Observer = metrics.NewDispatcher(reg, *metricsPerBackend)
+		ms, err := metrics.Listen(*metricsListen, reg)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
+			return 1
+		}
+		defer ms.Close()
+		log.Info("metrics", "address", ms.Addr().String())
+	}
+	srv := dispatch.New(cfg)
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		log.Info("listening", "address", ln.Addr().String(), "mode", *mode)
@@ -213,4 +241,22 @@ func denyOwnAddresses(allow *backend.AllowList, lns []net.Listener) {
 			allow.Deny(ta.AddrPort())
 		}
 	}
+}
+
+// parsePrefixes parses CIDRs such as 10.0.0.0/8; a bare address means
+// that one address.
+func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			a, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q: %w", c, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

@@ -54,7 +54,7 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 		}
 		c, err := dialer.DialContext(ctx, "tcp", t.String())
 		if err == nil {
-			return Conn{Conn: c, Backend: t.String()}, nil
+			return Conn{Conn: c, Backend: t.String(), Name: req.Name}, nil
 		}
 		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, unwrapDial(err)))
 		if ctx.Err() != nil {

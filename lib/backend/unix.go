@@ -43,16 +43,16 @@ func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 	for _, cand := range hostname.Candidates(req.Name) {
 		path := filepath.Join(u.Dir, cand)
 		if until, ok := u.seqpacket.Load(path); ok && time.Now().Before(until.(time.Time)) {
-			return Conn{Backend: path, Handoff: true}, nil
+			return Conn{Backend: path, Name: cand, Handoff: true}, nil
 		}
 		c, err := d.DialContext(ctx, "unix", path)
 		if err == nil {
-			return Conn{Conn: c, Backend: path}, nil
+			return Conn{Conn: c, Backend: path, Name: cand}, nil
 		}
 		switch {
 		case errors.Is(err, syscall.EPROTOTYPE):
 			u.seqpacket.Store(path, time.Now().Add(seqpacketMemory))
-			return Conn{Backend: path, Handoff: true}, nil
+			return Conn{Backend: path, Name: cand, Handoff: true}, nil
 		case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR):
 			continue
 		case errors.Is(err, syscall.ECONNREFUSED):

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"github.com/snitools/snitools/lib/clienthello"
 	"github.com/snitools/snitools/lib/handoff"
 	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/relay"
 )
 
@@ -54,6 +56,32 @@ type Config struct {
 	Log *slog.Logger
 	// Quiet leaves out the per-connection lines.
 	Quiet bool
+	// TrustedFronts are the networks of load balancers whose connections
+	// must begin with a PROXY header naming the real client (v1 or v2).
+	// Headers from anywhere else are never read, let alone believed.
+	TrustedFronts []netip.Prefix
+	// Observer, if set, is told about every connection (metrics).
+	Observer Observer
+}
+
+// Observer is told when connections start and end, for metrics. Its
+// methods are called from many goroutines at once.
+type Observer interface {
+	Accepted()
+	Finished(Report)
+}
+
+// Report is what an Observer learns about a finished connection.
+type Report struct {
+	Outcome  Outcome
+	Up, Down int64
+	// Peek, Connect and Duration time the hello's arrival, the backend
+	// connection and the whole connection; zero where not reached.
+	Peek, Connect, Duration time.Duration
+	// Backend is the name of the backend that served the connection (a
+	// socket in the directory, or the DNS name in tcp modes), "" if none:
+	// a value the operator created, never one the client made up.
+	Backend string
 }
 
 // Outcome says how a connection ended. The values form a fixed list, so
@@ -75,8 +103,16 @@ const (
 	OutcomeBackendError Outcome = "backend_error"
 	OutcomeRelayError   Outcome = "relay_error"
 	OutcomeIdleTimeout  Outcome = "idle_timeout"
-	OutcomeShutdown     Outcome = "shutdown" // cut at the end of the shutdown timeout
+	OutcomeShutdown     Outcome = "shutdown"           // cut at the end of the shutdown timeout
+	OutcomeProxyHeader  Outcome = "proxy_header_error" // a trusted front sent no valid header
 )
+
+// Outcomes lists every Outcome, for metrics that must know them up front.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
+		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
+		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader}
+}
 
 // Server dispatches connections from any number of listeners.
 type Server struct {
@@ -261,30 +297,78 @@ func (s *Server) untrackConn(c net.Conn) {
 	s.active.Done()
 }
 
-// record is what the log line says about one connection.
+// record is what the log line and the observer learn about one
+// connection, filled in as it goes.
 type record struct {
-	start   time.Time
-	client  net.Addr
-	sni     string
-	backend string
-	stats   relay.Stats
-	outcome Outcome
-	err     error
+	start         time.Time
+	client, local net.Addr // as the client sees them (from a PROXY header behind a front)
+	front         net.Addr // the trusted front the connection came through, if any
+	sni           string
+	backend       string // path or address
+	backendName   string // for Report.Backend
+	stats         relay.Stats
+	peek, connect time.Duration
+	outcome       Outcome
+	err           error
 }
 
 func (s *Server) handle(c net.Conn) {
-	r := record{start: time.Now(), client: c.RemoteAddr()}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Accepted()
+	}
+	r := record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr()}
 	r.outcome, r.err = s.dispatch(c, &r)
 	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
 		r.outcome = OutcomeShutdown
 	}
 	s.log(&r)
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Finished(Report{Outcome: r.outcome, Up: r.stats.Up, Down: r.stats.Down,
+			Peek: r.peek, Connect: r.connect, Duration: time.Since(r.start), Backend: r.backendName})
+	}
+}
+
+// fromTrustedFront reports whether a connection comes from a load balancer
+// that announces clients with a PROXY header.
+func (s *Server) fromTrustedFront(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || len(s.cfg.TrustedFronts) == 0 {
+		return false
+	}
+	ip, _ := netip.AddrFromSlice(ta.IP)
+	ip = ip.Unmap()
+	for _, p := range s.cfg.TrustedFronts {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// readFrontHeader takes the client's address from the PROXY header a
+// trusted front sent, consuming exactly the header.
+func (s *Server) readFrontHeader(c net.Conn, r *record) error {
+	if s.cfg.PeekTimeout > 0 {
+		c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	}
+	h, err := proxyheader.Read(c)
+	if err != nil {
+		return fmt.Errorf("from trusted front %s: %w", c.RemoteAddr(), err)
+	}
+	r.front, r.client, r.local = c.RemoteAddr(), h.SourceAddr, h.DestinationAddr
+	return nil
 }
 
 // dispatch does the work for one connection and closes it.
 func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	defer c.Close()
+	if s.fromTrustedFront(c.RemoteAddr()) {
+		if err := s.readFrontHeader(c, r); err != nil {
+			return OutcomeProxyHeader, err
+		}
+	}
 	name, alpn, helloLen, outcome, err := s.peekName(c, r)
+	r.peek = time.Since(r.start)
 	if err != nil {
 		return outcome, err
 	}
@@ -294,7 +378,9 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 		defer cancel()
 	}
-	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: c.RemoteAddr(), Local: c.LocalAddr()})
+	dialStart := time.Now()
+	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local})
+	r.connect = time.Since(dialStart)
 	if err != nil {
 		switch {
 		case errors.Is(err, backend.ErrUnknownName):
@@ -307,11 +393,11 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeBackendError, err
 	}
-	r.backend = b.Backend
+	r.backend, r.backendName = b.Backend, b.Name
 	if b.Handoff {
-		return s.handOff(c, b.Backend, name, helloLen)
+		return s.handOff(c, r, name, helloLen)
 	}
-	if err := s.sendProxyHeader(b, c, name); err != nil {
+	if err := s.sendProxyHeader(b, r, name); err != nil {
 		b.Close()
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeBackendError, err
@@ -330,14 +416,21 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 // handOff passes the client's socket itself to the backend listening on
 // the SOCK_SEQPACKET socket at path (lib/handoff), the hello still unread
 // in it. Afterwards this process holds nothing of the connection.
-func (s *Server) handOff(c net.Conn, path, name string, helloLen int) (Outcome, error) {
+func (s *Server) handOff(c net.Conn, r *record, name string, helloLen int) (Outcome, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
-		return OutcomeBackendError, fmt.Errorf("handoff to %s: only TCP connections can be handed off, not %T", path, c)
+		return OutcomeBackendError, fmt.Errorf("handoff to %s: only TCP connections can be handed off, not %T", r.backend, c)
 	}
 	c.SetReadDeadline(time.Time{})
-	if err := handoff.Send(path, tc, name); err != nil {
+	m := handoff.Message{SNI: name}
+	if r.front != nil {
+		// The socket's peer is the front; pass on who the client is.
+		if ta, ok := r.client.(*net.TCPAddr); ok {
+			m.Client = ta.AddrPort()
+		}
+	}
+	if err := handoff.SendMessage(r.backend, tc, m); err != nil {
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeBackendError, err
 	}
@@ -406,11 +499,11 @@ func truncate(s string, n int) string {
 // sendProxyHeader writes the PROXY protocol header, if configured, to the
 // backend: the client's and the local address and, in version 2, the
 // server name as a PP2_TYPE_AUTHORITY TLV.
-func (s *Server) sendProxyHeader(b net.Conn, c net.Conn, name string) error {
+func (s *Server) sendProxyHeader(b net.Conn, r *record, name string) error {
 	if s.cfg.ProxyHeader == 0 {
 		return nil
 	}
-	h := proxyproto.HeaderProxyFromAddrs(s.cfg.ProxyHeader, c.RemoteAddr(), c.LocalAddr())
+	h := proxyproto.HeaderProxyFromAddrs(s.cfg.ProxyHeader, r.client, r.local)
 	if s.cfg.ProxyHeader == 2 {
 		if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(name)}}); err != nil {
 			return fmt.Errorf("PROXY header TLV: %w", err)
@@ -467,6 +560,9 @@ func (s *Server) log(r *record) {
 		slog.Int64("down", r.stats.Down),
 		slog.Duration("duration", time.Since(r.start).Round(time.Microsecond)),
 		slog.String("outcome", string(r.outcome)),
+	}
+	if r.front != nil {
+		attrs = append(attrs, slog.String("front", r.front.String()))
 	}
 	level := slog.LevelInfo
 	if r.err != nil {
