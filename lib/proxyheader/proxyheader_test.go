@@ -70,7 +70,10 @@ func TestReadConsumesExactlyTheHeader(t *testing.T) {
 			after := []byte("\x16\x03\x01 the ClientHello follows")
 			// Split the header over two writes to exercise waiting.
 			client.Write(tc.hdr[:5])
-			go func() { time.Sleep(20 * time.Millisecond); client.Write(append(append([]byte{}, tc.hdr[5:]...), after...)) }()
+			go func() {
+				time.Sleep(20 * time.Millisecond)
+				client.Write(append(append([]byte{}, tc.hdr[5:]...), after...))
+			}()
 			h, err := Read(server)
 			if err != nil {
 				t.Fatal(err)
