@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -30,44 +29,41 @@ const maxChallengeBody = 64 << 10
 // a challenge is ever forwarded, and the request sent on is rebuilt from
 // the parsed parts, never copied.
 type ACME struct {
-	// dial connects to the backend for host (as in Location: a canonical
-	// name, an IPv4 address or a bracketed IPv6 address) and names it.
-	dial    func(ctx context.Context, host string) (net.Conn, string, error)
+	dialer  backend.Dialer
 	ipHosts bool // whether IP-literal hosts can be forwarded at all
 	timeout time.Duration
 }
 
 // UnixACME forwards a challenge for host H to the HTTP server on the UNIX
-// socket dir/H, or the wildcard dir/_.<parent> (backend.Unix). Challenges
-// for IP-literal hosts have no socket name and are redirected instead.
+// stream socket dir/H, or the wildcard dir/_.<parent> (backend.Unix).
+// Challenges for IP-literal hosts have no socket name and are redirected
+// instead; a SOCK_SEQPACKET (handoff) socket cannot take an HTTP request
+// and answers 502.
 func UnixACME(dir string, timeout time.Duration) *ACME {
-	u := backend.Unix{Dir: dir}
-	return &ACME{timeout: timeout, dial: func(ctx context.Context, host string) (net.Conn, string, error) {
-		c, err := u.Dial(ctx, backend.Request{Name: host})
-		if err != nil {
-			return nil, "", err
-		}
-		return c.Conn, c.Backend, nil
-	}}
+	return &ACME{dialer: backend.NewUnix(dir), timeout: timeout}
 }
 
 // TCPACME forwards a challenge for host H to port of H's own addresses
 // (A and AAAA; an IP-literal host is its own address), dialling only
-// addresses inside allow. The check runs on each address as it is dialled
-// (allow.Control), so a DNS answer cannot lead the connection anywhere
-// else. Call allow.Deny with this server's listening addresses (see
-// DenyListeners) so that a name pointing back here cannot loop.
+// addresses inside allow (backend.TCP). The check runs on each address as
+// it is dialled, so a DNS answer cannot lead the connection anywhere else.
+// Call DenyListeners too, so that a name pointing back here cannot loop.
 func TCPACME(allow *backend.AllowList, port int, timeout time.Duration) *ACME {
-	p := strconv.Itoa(port)
-	return &ACME{timeout: timeout, ipHosts: true, dial: func(ctx context.Context, host string) (net.Conn, string, error) {
-		d := net.Dialer{Control: allow.Control}
-		addr := net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), p)
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, "", err
-		}
-		return c, c.RemoteAddr().String(), nil
-	}}
+	return &ACME{dialer: backend.TCP{Allow: allow, Port: port}, ipHosts: true, timeout: timeout}
+}
+
+// dial connects to the backend for host (as in Location: a canonical name,
+// an IPv4 address or a bracketed IPv6 address) and names it for the log.
+func (a *ACME) dial(ctx context.Context, host string) (net.Conn, string, error) {
+	name := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	c, err := a.dialer.Dial(ctx, backend.Request{Name: name})
+	if err != nil {
+		return nil, "", err
+	}
+	if c.Conn == nil {
+		return nil, c.Backend, fmt.Errorf("%s takes handed-off sockets (SOCK_SEQPACKET), not HTTP requests", c.Backend)
+	}
+	return c.Conn, c.Backend, nil
 }
 
 // DenyListeners refuses, in allow, the TCP addresses of lns: a challenge
