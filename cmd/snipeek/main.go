@@ -46,7 +46,7 @@ func main() {
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	sockErr := peekexec.CheckSocket(0)
+	connFD, sockErr := peekexec.FindConn()
 	if flag.NArg() > 0 && sockErr == nil {
 		if set["json"] {
 			usageError("-json: only when reading a ClientHello from a file")
@@ -61,12 +61,12 @@ func main() {
 				usageError("-default-hostname: %v", err)
 			}
 		}
-		os.Exit(execMode(flag.Args(), peekexec.Config{Timeout: *timeout, DefaultHostname: def}))
+		os.Exit(execMode(connFD, flag.Args(), peekexec.Config{Timeout: *timeout, DefaultHostname: def}))
 	}
 
 	for _, name := range []string{"timeout", "default-hostname"} {
 		if set[name] {
-			usageError("-%s: only with PROGRAM, standard input a connected socket (%v)", name, sockErr)
+			usageError("-%s: only with PROGRAM and a connection to peek at (%v)", name, sockErr)
 		}
 	}
 	switch flag.NArg() {
@@ -76,7 +76,7 @@ func main() {
 		f, err := os.Open(flag.Arg(0))
 		if errors.Is(err, os.ErrNotExist) {
 			if _, lerr := peekexec.LookPath(flag.Arg(0)); lerr == nil {
-				usageError("%s: no such file; as a PROGRAM it needs standard input to be a connected socket (%v)", flag.Arg(0), sockErr)
+				usageError("%s: no such file; as a PROGRAM it needs a connection to peek at (%v)", flag.Arg(0), sockErr)
 			}
 		}
 		if err != nil {
@@ -86,7 +86,7 @@ func main() {
 		defer f.Close()
 		os.Exit(fileMode(f, flag.Arg(0), *jsonOut))
 	default:
-		usageError("PROGRAM: standard input is not a connected socket (%v); to read a file give just FILE", sockErr)
+		usageError("PROGRAM: no connection to peek at (%v); to read a file give just FILE", sockErr)
 	}
 }
 
@@ -110,9 +110,10 @@ func fileMode(r io.Reader, name string, jsonOut bool) int {
 	return 0
 }
 
-// execMode peeks at the connection on standard input and executes args
-// with the result in the environment; it returns only on failure.
-func execMode(args []string, cfg peekexec.Config) int {
+// execMode peeks at the connection on fd and executes args with the
+// result in the environment and the connection on standard input and
+// output; it returns only on failure.
+func execMode(fd int, args []string, cfg peekexec.Config) int {
 	log, err := logging.New(os.Stderr, "text", false)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snipeek: %v\n", err)
@@ -124,7 +125,7 @@ func execMode(args []string, cfg peekexec.Config) int {
 		return 1
 	}
 	cfg.Log = log
-	d, err := peekexec.PeekFD(0, cfg)
+	d, err := peekexec.PeekFD(fd, cfg)
 	if err != nil {
 		var ref *peekexec.Refusal
 		if !errors.As(err, &ref) {
@@ -132,7 +133,10 @@ func execMode(args []string, cfg peekexec.Config) int {
 		}
 		return 1
 	}
-	err = peekexec.Exec(path, args, peekexec.Environ(os.Environ(), d))
+	env, err := peekexec.AsStdio(fd, peekexec.Environ(os.Environ(), d))
+	if err == nil {
+		err = peekexec.Exec(path, args, env)
+	}
 	log.Error("cannot run program", "error", err.Error())
 	return 1
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -43,6 +44,60 @@ func CheckSocket(fd int) error {
 		return fmt.Errorf("fd %d: %w: %w (a listening socket? use Accept=yes or --accept)", fd, ErrNotSocket, err)
 	}
 	return nil
+}
+
+// listenFDsStart is the first descriptor passed by socket activation
+// (SD_LISTEN_FDS_START).
+const listenFDsStart = 3
+
+// FindConn returns the descriptor of the connection the process was started
+// on. That is standard input when it is a connected stream socket (inetd,
+// systemd's StandardInput=socket, systemd-socket-activate --inetd), else
+// descriptor 3 when the systemd socket activation protocol passes exactly
+// one connected socket to this process (LISTEN_PID, LISTEN_FDS=1: a socket
+// unit with Accept=yes, systemd-socket-activate --accept). The error says
+// why neither is usable.
+func FindConn() (int, error) {
+	stdinErr := CheckSocket(0)
+	if stdinErr == nil {
+		return 0, nil
+	}
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	if pid == "" || pid != strconv.Itoa(os.Getpid()) {
+		return -1, fmt.Errorf("standard input: %w", stdinErr)
+	}
+	if fds != "1" {
+		return -1, fmt.Errorf("LISTEN_FDS=%s: %w: want the one connection of Accept=yes", fds, ErrNotSocket)
+	}
+	if err := CheckSocket(listenFDsStart); err != nil {
+		return -1, fmt.Errorf("LISTEN_FDS: %w", err)
+	}
+	return listenFDsStart, nil
+}
+
+// AsStdio gives the connection on fd to the program about to be executed
+// the way inetd does: as its standard input and standard output. A
+// connection passed by socket activation (fd 3) is moved there and the
+// LISTEN_* variables, which would describe a descriptor that is no longer
+// open, are removed from env. A connection that already is standard input
+// is left alone, as is standard output.
+func AsStdio(fd int, env []string) ([]string, error) {
+	if fd == 0 {
+		return env, nil
+	}
+	for _, to := range []int{0, 1} {
+		if err := unix.Dup2(fd, to); err != nil {
+			return nil, fmt.Errorf("move connection from fd %d to %d: %w", fd, to, err)
+		}
+	}
+	unix.Close(fd)
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LISTEN_PID=") && !strings.HasPrefix(kv, "LISTEN_FDS=") && !strings.HasPrefix(kv, "LISTEN_FDNAMES=") {
+			out = append(out, kv)
+		}
+	}
+	return out, nil
 }
 
 // Config says how PeekFD waits and decides.
