@@ -234,6 +234,7 @@ union addr {
 
 struct entry {
 	unsigned char kind;
+	unsigned char v6only;  /* an AF_INET6 socket that would not see IPv4 */
 	sa_family_t family;    /* the family the application bound */
 	ino_t ino;             /* the socket's inode, to notice a closed fd */
 	socklen_t local_len;
@@ -319,12 +320,14 @@ static char pending_path[sizeof cfg.path];
 
 /* ---- addresses --------------------------------------------------------- */
 
-/* make_addr builds the sockaddr of family (the application's) for an
- * address from a header: IPv4 becomes v4-mapped IPv6 for an IPv6 socket, as
- * Linux does for dual-stack sockets, and a v4-mapped IPv6 address becomes
- * IPv4 for an IPv4 socket. An IPv6 address for an IPv4 socket stays IPv6:
- * it cannot be told any other way. */
-static socklen_t make_addr(int family, int v4, const unsigned char *ip, unsigned int port, union addr *out)
+/* make_addr builds the sockaddr an application bound to family would get
+ * for an address from a header. IPv4 becomes v4-mapped IPv6 for a
+ * dual-stack IPv6 socket, as Linux does, and stays IPv4 for an IPv6-only
+ * one (which the kernel would never have given an IPv4 client); a
+ * v4-mapped IPv6 address becomes IPv4 for an IPv4 socket. An IPv6 address
+ * for an IPv4 socket stays IPv6: it cannot be told any other way. */
+static socklen_t make_addr(int family, int v6only, int v4, const unsigned char *ip, unsigned int port,
+                           union addr *out)
 {
 	static const unsigned char mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -333,7 +336,7 @@ static socklen_t make_addr(int family, int v4, const unsigned char *ip, unsigned
 		ip += 12;
 		v4 = 1;
 	}
-	if (v4 && family != AF_INET6) {
+	if (v4 && (family != AF_INET6 || v6only)) {
 		out->sin.sin_family = AF_INET;
 		memcpy(&out->sin.sin_addr, ip, 4);
 		out->sin.sin_port = htons((unsigned short)port);
@@ -425,13 +428,38 @@ static int setup_path(const char *path)
 	return chmod(path, cfg.mode);
 }
 
+/* idle_socket puts on fd a listening UNIX socket that nobody connects to
+ * (autobound to a random abstract name; listening, so that poll does not
+ * report it hung up), with the given status and descriptor flags, and
+ * records its inode in e. */
+static int idle_socket(int fd, int fl, int fdfl, struct entry *e)
+{
+	struct stat st;
+	sa_family_t af = AF_UNIX;
+	int u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
+
+	if (u < 0)
+		return -1;
+	/* An address of just the family autobinds. */
+	if (REAL(bind)(u, (struct sockaddr *)&af, sizeof af) != 0 || REAL(listen)(u, 1) != 0 || fstat(u, &st) != 0 ||
+	    REAL(dup3)(u, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+		int err = errno;
+		REAL(close)(u);
+		errno = err;
+		return -1;
+	}
+	REAL(close)(u);
+	e->ino = st.st_ino;
+	return 0;
+}
+
 /* map_bind turns fd, a TCP socket the application binds to the mapped
  * port, into a UNIX socket bound at cfg.path. */
 static int map_bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	struct entry *e = slot(fd), *p;
 	struct stat st;
-	int fl, fdfl, u, r, err;
+	int fl, fdfl, u, r, err, v6only;
 	const char *at = cfg.path;
 
 	if (e == NULL) {
@@ -442,14 +470,39 @@ static int map_bind(int fd, const struct sockaddr *addr, socklen_t len)
 	fdfl = fcntl(fd, F_GETFD);
 	if (fl < 0 || fdfl < 0)
 		return -1;
+	/* Whether the application asked for an IPv6-only socket (nginx does
+	 * for [::]:443) is only known to the TCP socket about to go. */
+	v6only = 0;
+	if (addr->sa_family == AF_INET6) {
+		socklen_t olen = sizeof v6only;
+		if (REAL(getsockopt)(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &olen) != 0)
+			v6only = 0;
+	}
 
 	/* A second bind in the same process ("listen 443; listen [::]:443;")
-	 * shares the socket the first one made. */
+	 * shares the socket the first one made, of the same family, and the
+	 * IPv6 descriptor gets it when there is one: an IPv4 descriptor could
+	 * not tell an application about an IPv6 client (nginx drops such a
+	 * connection), an IPv6-only one can be told about an IPv4 client as
+	 * IPv4. The IPv4 descriptor then holds a socket nobody connects to. */
 	p = primary >= 0 ? mapped(primary) : NULL;
 	if (p != NULL && p->kind == KIND_LISTENER) {
-		if (REAL(dup3)(primary, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+		int pfl = fcntl(primary, F_GETFD);
+
+		if (addr->sa_family == p->family) {
+			if (REAL(dup3)(primary, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+				return -1;
+			e->ino = p->ino;
+		} else if (addr->sa_family == AF_INET6) {
+			if (pfl < 0 || REAL(dup3)(primary, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+				return -1;
+			e->ino = p->ino;
+			if (idle_socket(primary, fl, pfl, p) != 0)
+				return -1;
+			primary = fd;
+		} else if (idle_socket(fd, fl, fdfl, e) != 0) {
 			return -1;
-		e->ino = p->ino;
+		}
 		goto record;
 	}
 
@@ -515,6 +568,7 @@ record:
 	memcpy(&e->local, addr, len < sizeof e->local ? len : sizeof e->local);
 	e->local_len = addr->sa_family == AF_INET ? sizeof e->local.sin : sizeof e->local.sin6;
 	e->family = addr->sa_family;
+	e->v6only = v6only != 0;
 	e->peer_len = 0;
 	e->kind = KIND_LISTENER;
 	return 0;
@@ -715,16 +769,17 @@ static int shim_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int fl
 		}
 		if (h.command == BS_PROXY_LOCAL) {
 			int v4 = l->family == AF_INET;
-			peer_len = make_addr(l->family, v4, v4 ? lo4 : lo6, 0, &peer);
-			local_len = make_addr(l->family, v4, v4 ? lo4 : lo6, cfg.port, &local);
+			peer_len = make_addr(l->family, l->v6only, v4, v4 ? lo4 : lo6, 0, &peer);
+			local_len = make_addr(l->family, l->v6only, v4, v4 ? lo4 : lo6, cfg.port, &local);
 		} else {
 			int v4 = h.transport == BS_PROXY_TCP4;
-			peer_len = make_addr(l->family, v4, h.src, h.src_port, &peer);
-			local_len = make_addr(l->family, v4, h.dst, h.dst_port, &local);
+			peer_len = make_addr(l->family, l->v6only, v4, h.src, h.src_port, &peer);
+			local_len = make_addr(l->family, l->v6only, v4, h.dst, h.dst_port, &local);
 		}
 		e = slot(c);
 		if (e != NULL) {
-			e->family = l->family;
+			e->family = peer.sa.sa_family;
+			e->v6only = l->v6only;
 			e->ino = st.st_ino;
 			e->peer = peer;
 			e->peer_len = peer_len;
