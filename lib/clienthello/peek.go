@@ -39,68 +39,79 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 	if cap(buf) == 0 {
 		buf = make([]byte, 0, 2048)
 	}
-	buf = buf[:cap(buf)]
-	var (
-		info    Info
-		n       int
-		parsed  error
-		recvErr error
-		closed  bool // the peer can send no more bytes
-	)
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			m, e := recvPeek(fd, buf)
-			switch {
-			case e == unix.EINTR:
-				continue
-			case e == unix.EAGAIN:
-				return false // wait for bytes
-			case e != nil:
-				recvErr = e
-				return true
-			}
-			if n = m; n == 0 {
-				return true // EOF
-			}
-			info, parsed = ParseLimit(buf[:n], limit)
-			if !errors.Is(parsed, ErrIncomplete) {
-				return true
-			}
-			if n < len(buf) {
-				// recv(MSG_PEEK) returns the unread bytes again and
-				// again and never reports end of stream while they
-				// remain, and the poller reports a FIN or reset only
-				// once: ask whether more bytes can come at all.
-				if closed {
-					return true // incomplete for good
-				}
-				if closed, recvErr = peerDone(fd); recvErr != nil {
-					return true
-				}
-				if closed {
-					continue // peek once more: every byte sent is here now
-				}
-				return false // wait for more bytes
-			}
-			if len(buf) >= wireLimit(limit) {
-				parsed = fmt.Errorf("%w: more than %d bytes of records", ErrTooLarge, len(buf))
-				return true
-			}
-			buf = append(buf[:cap(buf)], make([]byte, min(cap(buf), wireLimit(limit)-len(buf)))...)
-			buf = buf[:cap(buf)]
-		}
-	})
+	// The state lives in one struct so that the callback costs two
+	// allocations (the struct and the method value), not one per variable.
+	p := &peeker{buf: buf[:cap(buf)], limit: limit}
+	err = rc.Read(p.try)
+	buf, n := p.buf, p.n
 	switch {
 	case err != nil:
 		return Info{}, buf[:n], fmt.Errorf("peek ClientHello after %d bytes: %w", n, err)
-	case recvErr != nil:
-		return Info{}, buf[:n], fmt.Errorf("peek ClientHello after %d bytes: %w", n, recvErr)
-	case n == 0 && parsed == nil:
+	case p.recvErr != nil:
+		return Info{}, buf[:n], fmt.Errorf("peek ClientHello after %d bytes: %w", n, p.recvErr)
+	case n == 0 && p.parsed == nil:
 		return Info{}, buf[:0], io.EOF
-	case n == 0 || closed && errors.Is(parsed, ErrIncomplete):
+	case n == 0 || p.closed && errors.Is(p.parsed, ErrIncomplete):
 		return Info{}, buf[:n], fmt.Errorf("peek ClientHello: connection closed after %d bytes: %w", n, io.ErrUnexpectedEOF)
 	}
-	return info, buf[:n], parsed
+	return p.info, buf[:n], p.parsed
+}
+
+// peeker is the state of one Peek.
+type peeker struct {
+	buf     []byte // all of it is used; grown up to wireLimit(limit)
+	limit   int
+	n       int // bytes peeked so far
+	info    Info
+	parsed  error // what ParseLimit said of buf[:n]
+	recvErr error
+	closed  bool // the peer can send no more bytes
+}
+
+// try is the callback of syscall.RawConn.Read: it reports whether Peek is
+// done, or false to wait until the socket is readable again.
+func (p *peeker) try(fd uintptr) bool {
+	for {
+		m, e := recvPeek(fd, p.buf)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			return false // wait for bytes
+		case e != nil:
+			p.recvErr = e
+			return true
+		}
+		if p.n = m; p.n == 0 {
+			return true // EOF
+		}
+		p.info, p.parsed = ParseLimit(p.buf[:p.n], p.limit)
+		if !errors.Is(p.parsed, ErrIncomplete) {
+			return true
+		}
+		if p.n < len(p.buf) {
+			// recv(MSG_PEEK) returns the unread bytes again and again
+			// and never reports end of stream while they remain, and
+			// the poller reports a FIN or reset only once: ask whether
+			// more bytes can come at all.
+			if p.closed {
+				return true // incomplete for good
+			}
+			if p.closed, p.recvErr = peerDone(fd); p.recvErr != nil {
+				return true
+			}
+			if p.closed {
+				continue // peek once more: every byte sent is here now
+			}
+			return false // wait for more bytes
+		}
+		if len(p.buf) >= wireLimit(p.limit) {
+			p.parsed = fmt.Errorf("%w: more than %d bytes of records", ErrTooLarge, len(p.buf))
+			return true
+		}
+		p.buf = append(p.buf, make([]byte, min(len(p.buf), wireLimit(p.limit)-len(p.buf)))...)
+		p.buf = p.buf[:cap(p.buf)]
+	}
 }
 
 // peerDone reports whether no more bytes can arrive on fd because the peer
