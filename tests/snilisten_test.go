@@ -91,10 +91,7 @@ func TestSnilistenRoutesByName(t *testing.T) {
 		t.Errorf("no-SNI client did not reach the default host:\n%s", reply)
 	}
 
-	lines := logLines(s.Proc, "outcome=ok", "sni=a.example.test", "backend="+filepath.Join(dir, "a.example.test"))
-	if len(lines) == 0 || !strings.Contains(lines[0], "client=127.0.0.1:") || !strings.Contains(lines[0], "up=") || !strings.Contains(lines[0], "down=") {
-		t.Errorf("no complete log line for a.example.test in:\n%s", s.Output())
-	}
+	waitLog(t, s.Proc, "outcome=ok", "sni=a.example.test", "backend="+filepath.Join(dir, "a.example.test"), "client=127.0.0.1:", "up=", "down=")
 }
 
 func TestSnilistenProxyV1AndRaw(t *testing.T) {

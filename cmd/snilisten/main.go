@@ -205,7 +205,12 @@ func run() int {
 		defer ms.Close()
 		log.Info("metrics", "address", ms.Addr().String())
 	}
-	srv := dispatch.New(cfg)
+	srv, err := dispatch.New(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
+		return 1
+	}
+	defer srv.Close()
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		log.Info("listening", "address", ln.Addr().String(), "mode", *mode)

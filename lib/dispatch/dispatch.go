@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -121,28 +122,33 @@ type Server struct {
 	peekBufs  sync.Pool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[*record]struct{}
 	shutdown  bool
+	engine    *relay.Engine
 	active    sync.WaitGroup
 	ctx       context.Context // cancelled when connections are cut
 	cut       context.CancelFunc
 }
 
-// New returns a Server for cfg.
-func New(cfg Config) *Server {
+// New returns a Server for cfg, with its relay event loops started.
+func New(cfg Config) (*Server, error) {
 	if cfg.HelloLimit == 0 {
 		cfg.HelloLimit = clienthello.DefaultLimit
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+	engine, err := relay.NewEngine(0)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, conns: map[*record]struct{}{}, engine: engine}
 	if cfg.MaxConns > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConns)
 	}
 	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.ctx, s.cut = context.WithCancel(context.Background())
-	return s
+	return s, nil
 }
 
 // DefaultMaxConns is a bound on concurrent connections derived from the
@@ -194,16 +200,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if !s.trackConn(c) {
+		r := &record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr(), closer: c}
+		if !s.trackConn(r) {
 			c.Close()
 			s.release()
 			return ErrServerClosed
 		}
-		go func() {
-			defer s.release()
-			defer s.untrackConn(c)
-			s.handle(c)
-		}()
+		go s.handle(c, r)
 	}
 }
 
@@ -242,13 +245,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cut()
 	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
+	for r := range s.conns {
+		r.closer.Close()
 	}
 	s.mu.Unlock()
 	<-done
 	return ctx.Err()
 }
+
+// Close releases the relay's event loops; call it after Shutdown.
+func (s *Server) Close() { s.engine.Close() }
 
 // Active returns the number of connections being handled.
 func (s *Server) Active() int {
@@ -279,22 +285,29 @@ func (s *Server) untrack(ln net.Listener) {
 	s.mu.Unlock()
 }
 
-func (s *Server) trackConn(c net.Conn) bool {
+func (s *Server) trackConn(r *record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[r] = struct{}{}
 	s.active.Add(1)
 	return true
 }
 
-func (s *Server) untrackConn(c net.Conn) {
+func (s *Server) untrackConn(r *record) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.conns, r)
 	s.mu.Unlock()
 	s.active.Done()
+}
+
+// setCloser says what cutting the connection means from now on.
+func (s *Server) setCloser(r *record, c io.Closer) {
+	s.mu.Lock()
+	r.closer = c
+	s.mu.Unlock()
 }
 
 // record is what the log line and the observer learn about one
@@ -310,22 +323,52 @@ type record struct {
 	peek, connect time.Duration
 	outcome       Outcome
 	err           error
+	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by Server.mu
 }
 
-func (s *Server) handle(c net.Conn) {
+// outcomeRelaying is what dispatch returns when the relay took over: the
+// relay's completion finishes the record.
+const outcomeRelaying Outcome = ""
+
+// handle dispatches one connection. Unless the relay took it over, the
+// connection is finished when handle returns.
+func (s *Server) handle(c net.Conn, r *record) {
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Accepted()
 	}
-	r := record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr()}
-	r.outcome, r.err = s.dispatch(c, &r)
+	outcome, err := s.dispatch(c, r)
+	if outcome == outcomeRelaying {
+		return
+	}
+	s.finish(r, outcome, err)
+}
+
+// finish logs and counts a connection that ended, and frees its slot.
+func (s *Server) finish(r *record, outcome Outcome, err error) {
+	r.outcome, r.err = outcome, err
 	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
 		r.outcome = OutcomeShutdown
 	}
-	s.log(&r)
+	s.log(r)
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Finished(Report{Outcome: r.outcome, Up: r.stats.Up, Down: r.stats.Down,
 			Peek: r.peek, Connect: r.connect, Duration: time.Since(r.start), Backend: r.backendName})
 	}
+	s.untrackConn(r)
+	s.release()
+}
+
+// relayOutcome classifies how a relay ended.
+func relayOutcome(err error) Outcome {
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.Is(err, relay.ErrIdle):
+		return OutcomeIdleTimeout
+	case errors.Is(err, relay.ErrAborted):
+		return OutcomeShutdown
+	}
+	return OutcomeRelayError
 }
 
 // fromTrustedFront reports whether a connection comes from a load balancer
@@ -402,15 +445,18 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeBackendError, err
 	}
-	c.SetReadDeadline(time.Time{})
-	r.stats, err = relay.Relay(c, b.Conn, s.cfg.IdleTimeout) // the bare conn: splice needs its type
-	switch {
-	case err == nil:
-		return OutcomeOK, nil
-	case errors.Is(err, relay.ErrIdle):
-		return OutcomeIdleTimeout, err
+	// From here the relay's event loops own both sockets; no goroutine
+	// waits for this connection.
+	session, err := s.engine.Start(c, b.Conn, s.cfg.IdleTimeout, func(stats relay.Stats, err error) {
+		r.stats = stats
+		s.finish(r, relayOutcome(err), err)
+	})
+	if err != nil {
+		b.Close()
+		return OutcomeRelayError, err
 	}
-	return OutcomeRelayError, err
+	s.setCloser(r, session)
+	return outcomeRelaying, nil
 }
 
 // handOff passes the client's socket itself to the backend listening on

@@ -1,26 +1,37 @@
 // Package relay copies bytes both ways between a client and a backend
 // connection until both sides are done, the way a TCP proxy should: each
 // direction on its own, one side's end of stream passed on as a half-close
-// (shutdown(SHUT_WR)) while the other direction keeps flowing, and the
-// kernel moving the bytes with splice(2) where the connections allow it
-// (TCP to TCP or UNIX stream, in either direction: net's io.Copy paths).
+// (shutdown(SHUT_WR)) while the other direction keeps flowing, bytes moved
+// by the kernel with splice(2), and backpressure instead of buffering when
+// one side is slow.
+//
+// A relayed connection costs no goroutine while it waits. Start takes the
+// two sockets' descriptors out of the Go runtime and gives them to one of
+// a few event loops (an Engine, about one per CPU) that wait for readiness
+// with edge-triggered epoll and splice through pipes taken from a pool only
+// while bytes are in flight. An idle connection is then a few hundred
+// bytes of bookkeeping, where two goroutines parked in io.Copy cost two
+// stacks and two pipes.
 package relay
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"sync"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// ErrIdle is returned when neither side sent anything for the idle timeout,
-// or one side stopped reading for that long.
+// ErrIdle is returned when nothing moved in either direction for the idle
+// timeout.
 var ErrIdle = errors.New("idle timeout")
+
+// ErrAborted is returned for a session closed with Session.Close.
+var ErrAborted = errors.New("relay aborted")
 
 // Stats counts the bytes moved in each direction.
 type Stats struct {
@@ -28,110 +39,150 @@ type Stats struct {
 	Down int64 // backend to client
 }
 
-// Relay copies client to backend and backend to client at the same time
-// until both directions reached end of stream, or one failed, or the
-// connection was idle for idle (0: never). It closes both connections
-// before it returns. The error is nil when both sides finished cleanly;
-// otherwise it is the first failure, which ends both directions.
-//
-// Idle is measured per connection, not per direction: a long download with
-// a silent upload direction is not idle. Checks happen once per idle
-// period, so an idle connection is closed between idle and twice idle after
-// its last byte.
-func Relay(client, backend net.Conn, idle time.Duration) (Stats, error) {
-	var (
-		up, down   direction
-		stats      Stats
-		upErr      error
-		closeOnce  sync.Once
-		wg         sync.WaitGroup
-		closeBoth  = func() { closeOnce.Do(func() { client.Close(); backend.Close() }) }
-		pumpAndEnd = func(d *direction, peer *direction, dst, src net.Conn, n *int64, err *error) {
-			*n, *err = d.pump(dst, src, peer, idle)
-			if *err != nil {
-				closeBoth() // unblock the other direction
-			}
-		}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		pumpAndEnd(&up, &down, backend, client, &stats.Up, &upErr)
-	}()
-	var downErr error
-	pumpAndEnd(&down, &up, client, backend, &stats.Down, &downErr)
-	wg.Wait()
-	closeBoth()
-	switch {
-	case upErr != nil && (downErr == nil || errors.Is(downErr, net.ErrClosed)):
-		return stats, fmt.Errorf("client to backend: %w", upErr)
-	case downErr != nil:
-		return stats, fmt.Errorf("backend to client: %w", downErr)
-	}
-	return stats, nil
+// Engine runs the event loops that relay connections.
+type Engine struct {
+	loops []*loop
+	next  atomic.Uint32
 }
 
-// direction is one way of the relay, with what the other way needs to know
-// to tell an idle connection from a busy one without a timer per byte.
+// NewEngine starts n event loops (GOMAXPROCS if n <= 0).
+func NewEngine(n int) (*Engine, error) {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	e := &Engine{}
+	for range n {
+		l, err := newLoop()
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+	}
+	return e, nil
+}
+
+// Close aborts every session and stops the loops.
+func (e *Engine) Close() {
+	for _, l := range e.loops {
+		l.stop()
+	}
+}
+
+// Session is a connection being relayed.
+type Session struct {
+	c *conn
+	l *loop
+}
+
+// Close cuts the connection now; done is called with ErrAborted unless
+// the relay had already finished. It may be called from any goroutine.
+func (s *Session) Close() error {
+	s.l.abort(s.c)
+	return nil
+}
+
+// Start relays between client and backend until both directions reached
+// end of stream, one failed, or nothing moved for idle (0: never), then
+// closes both and calls done from a new goroutine, with a nil error when
+// both sides finished cleanly. From the moment Start returns, the relay
+// owns the connections: client and backend themselves are closed and
+// their descriptors live on in the engine. Bytes already waiting in
+// either socket, such as a ClientHello only peeked, are relayed.
+func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(Stats, error)) (*Session, error) {
+	cfd, err := takeFD(client)
+	if err != nil {
+		return nil, fmt.Errorf("relay client: %w", err)
+	}
+	bfd, err := takeFD(backend)
+	if err != nil {
+		unix.Close(cfd)
+		return nil, fmt.Errorf("relay backend: %w", err)
+	}
+	client.Close()
+	backend.Close()
+	c := &conn{fd: [2]int{cfd, bfd}, idle: idle, done: done}
+	l := e.loops[int(e.next.Add(1))%len(e.loops)]
+	if err := l.add(c); err != nil {
+		unix.Close(cfd)
+		unix.Close(bfd)
+		return nil, err
+	}
+	return &Session{c: c, l: l}, nil
+}
+
+// Relay is Start followed by waiting for the end: it returns the byte
+// counts and the error done would have been given.
+func (e *Engine) Relay(client, backend net.Conn, idle time.Duration) (Stats, error) {
+	type result struct {
+		s   Stats
+		err error
+	}
+	ch := make(chan result, 1)
+	if _, err := e.Start(client, backend, idle, func(s Stats, err error) { ch <- result{s, err} }); err != nil {
+		client.Close()
+		backend.Close()
+		return Stats{}, err
+	}
+	r := <-ch
+	return r.s, r.err
+}
+
+// takeFD duplicates a connection's descriptor (non-blocking, like the
+// original: they share the open file description) so that it outlives
+// the net.Conn, which the caller then closes.
+func takeFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%T has no descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(orig uintptr) {
+		fd, derr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// conn is one relayed connection: side 0 is the client, side 1 the
+// backend; dir[0] moves client to backend (up), dir[1] the other way.
+type conn struct {
+	fd       [2]int
+	dir      [2]direction
+	idle     time.Duration
+	last     int64 // loop time (ns) when bytes last moved
+	done     func(Stats, error)
+	finished bool
+}
+
+// direction is one way of a connection: bytes spliced from its source into
+// a pipe (held only while bytes are in flight), then out to its sink.
 type direction struct {
-	windows atomic.Uint64 // idle periods completed (the copy returned)
-	quiet   atomic.Bool   // the last period moved nothing, or the direction is done
+	pipe    pipe
+	pending int   // bytes in the pipe
+	moved   int64 // bytes delivered to the sink
+	eof     bool  // the source ended its stream
+	shut    bool  // the end was passed on (shutdown(SHUT_WR) of the sink)
 }
 
-// pump copies src to dst until src's end of stream (then half-closes dst)
-// or an error. With an idle timeout, the copy is cut into periods by src's
-// read deadline; at the end of a period that moved nothing, the connection
-// is idle if the other direction is quiet too, or if it has not completed a
-// period in two of ours (it is stuck writing to a peer that does not read).
-func (d *direction) pump(dst, src net.Conn, peer *direction, idle time.Duration) (int64, error) {
-	var (
-		total        int64
-		peerWindows  uint64
-		peerStuckFor int
-	)
-	for {
-		if idle > 0 {
-			src.SetReadDeadline(time.Now().Add(idle))
-		}
-		n, err := io.Copy(dst, src)
-		total += n
-		d.windows.Add(1)
-		switch {
-		case err == nil: // end of stream
-			d.quiet.Store(true)
-			if err := closeWrite(dst); err != nil {
-				return total, err
-			}
-			return total, nil
-		case !errors.Is(err, os.ErrDeadlineExceeded):
-			return total, err
-		case n > 0:
-			d.quiet.Store(false)
-			peerStuckFor = 0
-			continue
-		}
-		d.quiet.Store(true)
-		if peer.quiet.Load() {
-			return total, ErrIdle
-		}
-		if w := peer.windows.Load(); w != peerWindows {
-			peerWindows, peerStuckFor = w, 0
-		} else if peerStuckFor++; peerStuckFor >= 2 {
-			return total, fmt.Errorf("%w: peer stopped reading", ErrIdle)
-		}
-	}
-}
+// Stats returns what moved so far.
+func (c *conn) stats() Stats { return Stats{Up: c.dir[0].moved, Down: c.dir[1].moved} }
 
-// closeWrite passes on an end of stream: shutdown(SHUT_WR) where the
-// connection supports it, else a full close.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		// ENOTCONN: the peer is already gone; the other direction
-		// reports how it ended.
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ENOTCONN) {
-			return fmt.Errorf("half-close: %w", err)
-		}
-		return nil
-	}
-	return c.Close()
+// endpoint says which connection and side a descriptor belongs to.
+type endpoint struct {
+	c    *conn
+	side int
 }

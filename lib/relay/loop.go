@@ -1,0 +1,326 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// pipeSize is the capacity of each splice pipe: the most bytes one
+	// direction has in flight inside the proxy.
+	pipeSize = 256 << 10
+	// maxFreePipes bounds the pool of idle pipes per loop.
+	maxFreePipes = 64
+	// sweepEvery is how often a loop looks for idle connections.
+	sweepEvery = time.Second
+	maxEvents  = 256
+)
+
+// pipe is a pipe's two descriptors; the zero value holds none.
+type pipe struct {
+	r, w int
+	ok   bool
+}
+
+func (p pipe) valid() bool { return p.ok }
+
+// loop is one event loop: an epoll instance, the connections registered
+// with it, and a pool of pipes. Its goroutine does all the relaying for
+// them; other goroutines only add connections and ask for aborts, under mu.
+type loop struct {
+	epfd, wakefd int
+	mu           sync.Mutex
+	ends         []endpoint // by descriptor
+	conns        map[*conn]struct{}
+	aborts       []*conn
+	free         []pipe
+	now          int64
+	stopping     bool
+	stopped      chan struct{}
+}
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay: epoll_create: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
+	}
+	l := &loop{epfd: epfd, wakefd: wakefd, conns: map[*conn]struct{}{}, stopped: make(chan struct{}), now: time.Now().UnixNano()}
+	go l.run()
+	return l, nil
+}
+
+// add registers a connection. Edge-triggered registration reports bytes
+// already waiting at once, so nothing peeked-but-unread is forgotten.
+func (l *loop) add(c *conn) error {
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		return errors.New("relay: engine closed")
+	}
+	for side, fd := range c.fd {
+		for fd >= len(l.ends) {
+			l.ends = append(l.ends, make([]endpoint, len(l.ends)+64)...)
+		}
+		l.ends[fd] = endpoint{c: c, side: side}
+	}
+	c.last = l.now
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+	for _, fd := range c.fd {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			l.abort(c)
+			return fmt.Errorf("relay: epoll_ctl add: %w", err)
+		}
+	}
+	return nil
+}
+
+// abort asks the loop to cut c.
+func (l *loop) abort(c *conn) {
+	l.mu.Lock()
+	l.aborts = append(l.aborts, c)
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (l *loop) wake() {
+	var one = [8]byte{1}
+	unix.Write(l.wakefd, one[:])
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	already := l.stopping
+	l.stopping = true
+	l.mu.Unlock()
+	if already {
+		<-l.stopped
+		return
+	}
+	l.wake()
+	<-l.stopped
+}
+
+func (l *loop) run() {
+	defer close(l.stopped)
+	events := make([]unix.EpollEvent, maxEvents)
+	lastSweep := time.Now()
+	for {
+		n, err := unix.EpollWait(l.epfd, events, int(sweepEvery/time.Millisecond))
+		if err != nil && err != unix.EINTR {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // a bug, never input
+		}
+		now := time.Now()
+		l.mu.Lock()
+		l.now = now.UnixNano()
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if fd == l.wakefd {
+				var buf [8]byte
+				unix.Read(l.wakefd, buf[:])
+				continue
+			}
+			if fd < len(l.ends) && l.ends[fd].c != nil {
+				l.pump(l.ends[fd].c)
+			}
+		}
+		for _, c := range l.aborts {
+			l.finish(c, ErrAborted)
+		}
+		l.aborts = l.aborts[:0]
+		if now.Sub(lastSweep) >= sweepEvery {
+			l.sweep()
+			lastSweep = now
+		}
+		if l.stopping {
+			for c := range l.conns {
+				l.finish(c, ErrAborted)
+			}
+			for _, p := range l.free {
+				closePipe(p)
+			}
+			l.mu.Unlock()
+			unix.Close(l.epfd)
+			unix.Close(l.wakefd)
+			return
+		}
+		l.mu.Unlock()
+	}
+}
+
+// sweep cuts connections idle for longer than their timeout.
+func (l *loop) sweep() {
+	for c := range l.conns {
+		if c.idle > 0 && l.now-c.last > int64(c.idle) {
+			l.finish(c, ErrIdle)
+		}
+	}
+}
+
+// pump moves whatever can move in both directions of c, and finishes c
+// when both are done or one failed.
+func (l *loop) pump(c *conn) {
+	if c.finished {
+		return
+	}
+	for i := range c.dir {
+		if err := l.pumpDirection(c, i); err != nil {
+			name := [2]string{"client to backend", "backend to client"}[i]
+			l.finish(c, fmt.Errorf("%s: %w", name, err))
+			return
+		}
+	}
+	if c.dir[0].shut && c.dir[1].shut {
+		l.finish(c, nil)
+	}
+}
+
+// pumpDirection splices direction i until its source has nothing more
+// for now, its sink takes nothing more for now (backpressure: the source
+// is then left unread), or its source ended and the end was passed on.
+func (l *loop) pumpDirection(c *conn, i int) error {
+	d := &c.dir[i]
+	src, dst := c.fd[i], c.fd[1-i]
+	for {
+		if d.pending > 0 {
+			n, err := unix.Splice(d.pipe.r, nil, dst, nil, d.pending, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case err == unix.EAGAIN:
+				return nil // wait until dst is writable
+			case err == unix.EINTR:
+				continue
+			case peerGone(err) && c.dir[1-i].eof:
+				// The sink already ended its own stream and now has
+				// closed: the usual end of a connection, not a failure.
+				// What it did not take is dropped with the pipe.
+				closePipe(d.pipe)
+				d.pipe, d.pending, d.eof, d.shut = pipe{}, 0, true, true
+				return nil
+			case err != nil:
+				return fmt.Errorf("write: %w", err)
+			}
+			d.pending -= int(n)
+			d.moved += n
+			c.last = l.now
+			if d.pending > 0 {
+				continue
+			}
+		}
+		if d.eof {
+			if !d.shut {
+				if err := unix.Shutdown(dst, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+					return fmt.Errorf("half-close: %w", err)
+				}
+				d.shut = true
+			}
+			l.releasePipe(d)
+			return nil
+		}
+		if !d.pipe.valid() {
+			p, err := l.getPipe()
+			if err != nil {
+				return err
+			}
+			d.pipe = p
+		}
+		n, err := unix.Splice(src, nil, d.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN:
+			l.releasePipe(d)
+			return nil // wait until src is readable
+		case err == unix.EINTR:
+			continue
+		case peerGone(err) && c.dir[1-i].shut:
+			// A reset after we passed on the other side's end: the
+			// source closed with bytes unread, as clients do.
+			d.eof = true
+		case err != nil:
+			return fmt.Errorf("read: %w", err)
+		case n == 0:
+			d.eof = true
+		default:
+			d.pending += int(n)
+			c.last = l.now
+		}
+	}
+}
+
+// peerGone reports errors that mean the other end has closed.
+func peerGone(err error) bool { return err == unix.EPIPE || err == unix.ECONNRESET }
+
+// finish closes c's descriptors and pipes and reports its end.
+func (l *loop) finish(c *conn, err error) {
+	if c.finished {
+		return
+	}
+	c.finished = true
+	for _, fd := range c.fd {
+		l.ends[fd] = endpoint{}
+		unix.Close(fd) // also removes it from the epoll set
+	}
+	for i := range c.dir {
+		d := &c.dir[i]
+		if d.pipe.valid() {
+			if d.pending > 0 {
+				closePipe(d.pipe) // holds bytes nobody will read
+			} else {
+				l.putPipe(d.pipe)
+			}
+			d.pipe = pipe{}
+		}
+	}
+	delete(l.conns, c)
+	stats, done := c.stats(), c.done
+	go done(stats, err)
+}
+
+func (l *loop) releasePipe(d *direction) {
+	if d.pipe.valid() && d.pending == 0 {
+		l.putPipe(d.pipe)
+		d.pipe = pipe{}
+	}
+}
+
+func (l *loop) getPipe() (pipe, error) {
+	if n := len(l.free); n > 0 {
+		p := l.free[n-1]
+		l.free = l.free[:n-1]
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return pipe{}, fmt.Errorf("pipe: %w", err)
+	}
+	// A larger pipe means fewer system calls per byte; if the system
+	// limit refuses it, the default 64 KiB still works.
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
+	return pipe{r: fds[0], w: fds[1], ok: true}, nil
+}
+
+func (l *loop) putPipe(p pipe) {
+	if len(l.free) < maxFreePipes {
+		l.free = append(l.free, p)
+		return
+	}
+	closePipe(p)
+}
+
+func closePipe(p pipe) {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
