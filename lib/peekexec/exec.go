@@ -28,10 +28,10 @@ const (
 // connected stream socket.
 var ErrNotSocket = errors.New("not a connected stream socket")
 
-// CheckSocket reports whether fd is a connected stream socket (TCP, or a
-// UNIX stream socket), as inetd, systemd's Accept=yes and
-// systemd-socket-activate --accept pass on standard input. A listening
-// socket (Accept=no) is not connected and is refused.
+// CheckSocket returns nil if fd is a connected stream socket (TCP, or a
+// UNIX stream socket), as inetd and systemd's Accept=yes pass, and an error
+// wrapping ErrNotSocket otherwise. A listening socket (Accept=no) is not
+// connected and is refused.
 func CheckSocket(fd int) error {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
@@ -131,6 +131,7 @@ type Refusal struct {
 	Err    error             // the underlying error
 }
 
+// Error returns the reason and the underlying error.
 func (r *Refusal) Error() string {
 	if r.Err == nil {
 		return r.Reason
@@ -138,6 +139,8 @@ func (r *Refusal) Error() string {
 	return r.Reason + ": " + r.Err.Error()
 }
 
+// Unwrap returns the underlying error, so that errors.Is sees
+// os.ErrDeadlineExceeded, clienthello.ErrMalformed and the like.
 func (r *Refusal) Unwrap() error { return r.Err }
 
 // PeekFD peeks at the ClientHello on the connected socket fd without
@@ -242,12 +245,12 @@ func decide(info *clienthello.Info, peeked []byte, err error, defaultHost string
 
 // safeProtocols keeps the protocols that can be passed in a comma-separated
 // environment variable and read by a shell script: printable ASCII without
-// spaces or commas. ALPN protocol names are arbitrary bytes; a NUL would
+// spaces, commas or double quotes. ALPN protocol names are arbitrary bytes; a NUL would
 // make exec fail, a comma would forge a second entry.
 func safeProtocols(protos []string) []string {
 	var safe []string
 	for _, p := range protos {
-		if textValue(p) == p {
+		if !strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r > '~' || r == ',' || r == '"' }) {
 			safe = append(safe, p)
 		}
 	}

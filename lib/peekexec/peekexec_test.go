@@ -250,7 +250,7 @@ func TestDecide(t *testing.T) {
 		reason    string
 	}{
 		{name: "name", info: parse(hello(ptr("WWW.Example.Test."), "h2", "http/1.1")), wantName: "www.example.test", wantALPN: []string{"h2", "http/1.1"}},
-		{name: "unsafe protocols dropped", info: parse(hello(ptr("a.test"), "h2", "x,y", "nul\x00", "sp ace", "é")), wantName: "a.test", wantALPN: []string{"h2"}},
+		{name: "unsafe protocols dropped", info: parse(hello(ptr("a.test"), "h2", "x,y", "nul\x00", "sp ace", "é", `q"`, "\xff", "-")), wantName: "a.test", wantALPN: []string{"h2", "-"}},
 		{name: "no name", info: parse(hello(nil)), wantAlert: clienthello.AlertUnrecognizedName, reason: "no server name"},
 		{name: "no name, default", info: parse(hello(nil, "h2")), def: "default.test", wantName: "default.test", wantALPN: []string{"h2"}},
 		{name: "traversal", info: parse(hello(ptr("../etc"))), def: "default.test", wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid server name"},
