@@ -244,9 +244,10 @@ func decide(info *clienthello.Info, peeked []byte, err error, defaultHost string
 }
 
 // safeProtocols keeps the protocols that can be passed in a comma-separated
-// environment variable and read by a shell script: printable ASCII without
-// spaces, commas or double quotes. ALPN protocol names are arbitrary bytes; a NUL would
-// make exec fail, a comma would forge a second entry.
+// environment variable and read by a shell script: printable ASCII
+// without spaces, commas or double quotes. ALPN protocol names are
+// arbitrary bytes; a NUL would make exec fail, a comma would forge a
+// second entry.
 func safeProtocols(protos []string) []string {
 	var safe []string
 	for _, p := range protos {
