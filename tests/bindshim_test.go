@@ -424,6 +424,21 @@ func TestBindshimNginx(t *testing.T) {
 	check(sockB, "b.test", 1, "[2001:db8::10]:4000", "[2001:db8::1]:443", "name=b.test remote=2001:db8::10 server=2001:db8::1:443\n")
 	check(sockB, "b.test", 2, "198.51.100.10:4000", "192.0.2.1:443", "name=b.test remote=198.51.100.10 server=192.0.2.1:443\n")
 
+	// Concurrent clients each get their own address.
+	var cwg sync.WaitGroup
+	for i := range 40 {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			src := fmt.Sprintf("198.51.100.%d", 100+i)
+			body, err := get(sockA, "a.test", byte(1+i%2), src+":4000", "192.0.2.1:443")
+			if want := "name=a.test remote=" + src + " "; err != nil || !strings.HasPrefix(body, want) {
+				t.Errorf("concurrent client %s: %q, %v", src, body, err)
+			}
+		}()
+	}
+	cwg.Wait()
+
 	// A stalled header holds one worker's accept briefly, not the server.
 	staller, err := net.Dial("unix", sockA)
 	if err != nil {
@@ -663,4 +678,197 @@ func TestBindshimInstall(t *testing.T) {
 	if want := "LD_PRELOAD=" + filepath.Join(prefix, "lib", "snitools", "libbindshim.so") + "\n"; err != nil || !strings.Contains(string(out), want) {
 		t.Errorf("installed launcher: %v, want %q in:\n%s", err, want, out)
 	}
+}
+
+// probeSource is a small TCP server in C that does, on each command read
+// from stdin, one socket call on the descriptors it holds and prints what
+// the call returned: it pins the library's contract at the level of
+// system calls (flags kept, EAGAIN, addrlen truncation, dup and close).
+const probeSource = `#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void show(const char *what, int r, unsigned char *buf, socklen_t len, socklen_t cap)
+{
+	char text[64] = "-";
+	socklen_t i;
+	int family = len >= 2 ? ((struct sockaddr *)buf)->sa_family : -1;
+
+	if (r < 0) {
+		printf("%s err=%s\n", what, strerror(errno));
+		return;
+	}
+	if (len >= sizeof(struct sockaddr_in) && family == AF_INET && cap >= sizeof(struct sockaddr_in))
+		snprintf(text, sizeof text, "%s:%d", inet_ntoa(((struct sockaddr_in *)buf)->sin_addr),
+		         ntohs(((struct sockaddr_in *)buf)->sin_port));
+	printf("%s r=%d len=%u family=%d addr=%s bytes=", what, r, (unsigned)len, family, text);
+	for (i = 0; i < 32; i++)
+		printf("%02x", buf[i]);
+	printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_in sin;
+	unsigned char buf[64];
+	socklen_t len;
+	char line[128];
+	int s, one = 1, v, r, fd, n;
+
+	s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(atoi(argv[1]));
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(s, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(s, 16) != 0) {
+		printf("bind err=%s\n", strerror(errno));
+		return 1;
+	}
+	printf("listening fd=%d nonblock=%d cloexec=%d\n", s, !!(fcntl(s, F_GETFL) & O_NONBLOCK),
+	       !!(fcntl(s, F_GETFD) & FD_CLOEXEC));
+	fflush(stdout);
+	while (fgets(line, sizeof line, stdin) != NULL) {
+		memset(buf, 0xaa, sizeof buf);
+		if (sscanf(line, "accept %d", &n) == 1) {
+			struct pollfd p = {s, POLLIN, 0};
+			poll(&p, 1, 5000);
+			len = n;
+			r = accept4(s, (struct sockaddr *)buf, &len, SOCK_CLOEXEC);
+			show("accept", r, buf, len, n);
+		} else if (sscanf(line, "peer %d %d", &fd, &n) == 2) {
+			len = n;
+			r = getpeername(fd, (struct sockaddr *)buf, &len);
+			show("peer", r, buf, len, n);
+		} else if (sscanf(line, "name %d %d", &fd, &n) == 2) {
+			len = n;
+			r = getsockname(fd, (struct sockaddr *)buf, &len);
+			show("name", r, buf, len, n);
+		} else if (sscanf(line, "opt %d", &fd) == 1) {
+			int nodelay = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+			int v6only = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+			len = sizeof v;
+			r = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len);
+			printf("opt nodelay=%d v6only=%d domain=%d\n", nodelay, v6only, r == 0 ? v : -1);
+		} else if (sscanf(line, "dup %d", &fd) == 1) {
+			printf("dup r=%d\n", dup(fd));
+		} else if (sscanf(line, "close %d", &fd) == 1) {
+			printf("close r=%d\n", close(fd));
+		} else if (sscanf(line, "read %d", &fd) == 1) {
+			r = read(fd, buf, sizeof buf - 1);
+			buf[r > 0 ? r : 0] = 0;
+			buf[strcspn((char *)buf, "\n")] = 0;
+			printf("read r=%d data=%s\n", r, buf);
+		}
+		fflush(stdout);
+	}
+	return 0;
+}
+`
+
+func TestBindshimSocketCalls(t *testing.T) {
+	need(t, "cc")
+	tmp := t.TempDir()
+	src := bsWriteFile(t, tmp, "probe.c", probeSource)
+	probe := filepath.Join(tmp, "probe")
+	if out, err := exec.Command("cc", "-std=c99", "-Wall", "-o", probe, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc probe.c: %v\n%s", err, out)
+	}
+	dir := bsDir(t)
+	port := freePort(t)
+	cmd := exec.Command(bin(t, "bindshim"), "-d", dir, "-p", strconv.Itoa(port), "-header-timeout", "300ms", "probe.test", "--", probe, strconv.Itoa(port))
+	cmd.Env = append(os.Environ(), "BINDSHIM_LIBRARY="+bin(t, "libbindshim.so"))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, cmd)
+	defer stdin.Close()
+	lines := 0
+	// do sends one command and returns the line it printed.
+	do := func(command string) string {
+		t.Helper()
+		if command != "" {
+			fmt.Fprintln(stdin, command)
+		}
+		lines++
+		var line string
+		waitFor(t, 10*time.Second, "the probe to answer "+command, func() bool {
+			all := strings.Split(p.Output(), "\n")
+			if len(all) > lines {
+				line = all[lines-1]
+				return true
+			}
+			return p.Exited()
+		})
+		return line
+	}
+	expect := func(command string, want ...string) string {
+		t.Helper()
+		got := do(command)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q, want %q", command, got, w)
+			}
+		}
+		return got
+	}
+	fdOf := func(line string) string {
+		_, after, _ := strings.Cut(line, "r=")
+		return strings.Fields(after)[0]
+	}
+	expect("", "listening fd=3 nonblock=1 cloexec=1")
+	sock := filepath.Join(dir, "probe.test")
+
+	// Listening socket: getsockname is the TCP address; options pass.
+	expect("name 3 16", fmt.Sprintf("len=16 family=2 addr=127.0.0.1:%d", port))
+	expect("opt 3", "nodelay=0 v6only=0 domain=2")
+
+	// A dropped connection on a non-blocking listener: EAGAIN.
+	bad, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	expect("accept 128", "accept err=Resource temporarily unavailable")
+	bad.Close()
+	// A stalled one too, once the header timeout passes.
+	stall, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall.Write([]byte("PROXY TCP4 "))
+	expect("accept 128", "accept err=Resource temporarily unavailable")
+	stall.Close()
+
+	// addrlen 4: four bytes written, the full length returned; the bytes
+	// after the header are the application's.
+	good, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	good.Write(append(bsHeader(t, 1, "203.0.113.50:4321", "192.0.2.5:443", ""), "after\n"...))
+	line := expect("accept 4", "len=16 family=2 addr=- bytes=0200"+"10e1"+"aaaaaaaa")
+	fd := fdOf(line)
+	expect("peer "+fd+" 16", "len=16 family=2 addr=203.0.113.50:4321")
+	expect("peer "+fd+" 8", "len=16 family=2 addr=- bytes=020010e1cb007132aaaa")
+	expect("name "+fd+" 64", "len=16 family=2 addr=192.0.2.5:443")
+	expect("opt "+fd, "nodelay=0 v6only=0 domain=2")
+	expect("read "+fd, "data=after")
+	dup := fdOf(expect("dup " + fd))
+	expect("close "+fd, "close r=0")
+	expect("peer "+dup+" 16", "addr=203.0.113.50:4321")
+	expect("close "+dup, "close r=0")
+	// A closed descriptor is forgotten: the real call answers.
+	expect("peer "+dup+" 16", "err=Bad file descriptor")
 }
