@@ -518,6 +518,9 @@ func (c *conn) readHead() (head []byte, _ *httpError, _ error) {
 				break
 			}
 			end := scan + i
+			if inHead && end+1-c.r > cfg.MaxHeaderBytes {
+				return nil, c.tooLarge(), nil
+			}
 			empty := end == scan || end == scan+1 && c.buf[scan] == '\r'
 			switch {
 			case empty && !inHead:
@@ -532,10 +535,7 @@ func (c *conn) readHead() (head []byte, _ *httpError, _ error) {
 			scan = end + 1
 		}
 		if c.w-c.r >= cfg.MaxHeaderBytes {
-			if bytes.IndexByte(c.buf[c.r:c.w], '\n') < 0 {
-				return nil, errRequestLineLong, nil
-			}
-			return nil, errHeaderTooLarge, nil
+			return nil, c.tooLarge(), nil
 		}
 		if c.w == len(c.buf) {
 			if c.r > 0 {
@@ -560,6 +560,15 @@ func (c *conn) readHead() (head []byte, _ *httpError, _ error) {
 			return nil, nil, err
 		}
 	}
+}
+
+// tooLarge is the refusal for a header over MaxHeaderBytes: 414 when
+// the request line alone is too long.
+func (c *conn) tooLarge() *httpError {
+	if i := bytes.IndexByte(c.buf[c.r:c.w], '\n'); i < 0 || i+1 > c.s.cfg.MaxHeaderBytes {
+		return errRequestLineLong
+	}
+	return errHeaderTooLarge
 }
 
 func (c *conn) setDeadline(d time.Duration) {

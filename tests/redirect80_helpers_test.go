@@ -1,0 +1,93 @@
+package tests
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// redirect80 is a running redirect80 with the addresses it listens on.
+type redirect80 struct {
+	*Proc
+	Addrs []string
+}
+
+// Addr is the first listening address.
+func (r *redirect80) Addr() string { return r.Addrs[0] }
+
+var r80ListeningRE = regexp.MustCompile(`msg=listening address=(\S+)|"msg":"listening","address":"([^"]+)"`)
+
+// startRedirect80 runs bin/redirect80 with args (which should include at
+// least one -listen) and waits until it has logged every listener.
+func startRedirect80(t testing.TB, args ...string) *redirect80 {
+	t.Helper()
+	want := strings.Count(strings.Join(args, " "), "-listen")
+	return startRedirect80Cmd(t, exec.Command(bin(t, "redirect80"), args...), max(want, 1))
+}
+
+// startRedirect80Cmd starts cmd, which runs redirect80 in some way, and
+// waits for n listening lines.
+func startRedirect80Cmd(t testing.TB, cmd *exec.Cmd, n int) *redirect80 {
+	t.Helper()
+	p := start(t, cmd)
+	var addrs []string
+	waitFor(t, 10*time.Second, "redirect80 to listen", func() bool {
+		addrs = addrs[:0]
+		for _, m := range r80ListeningRE.FindAllStringSubmatch(p.Output(), -1) {
+			addrs = append(addrs, m[1]+m[2])
+		}
+		return len(addrs) >= n || p.Exited()
+	})
+	if len(addrs) < n {
+		t.Fatalf("redirect80 exited: %s", p.Output())
+	}
+	return &redirect80{Proc: p, Addrs: addrs}
+}
+
+// rawExchange sends payload on a fresh connection to addr and reads one
+// response to a request with method (HEAD responses have no body).
+func rawExchange(t testing.TB, addr, payload, method string) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, payload); err != nil {
+		t.Fatal(err)
+	}
+	resp, body, err := readResponse(bufio.NewReader(c), method)
+	if err != nil {
+		t.Fatalf("%q: read response: %v", payload, err)
+	}
+	return resp, body
+}
+
+// readResponse reads one response and its whole body.
+func readResponse(br *bufio.Reader, method string) (*http.Response, []byte, error) {
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+// rawResponse sends payload on a fresh connection and returns every byte
+// the server sent until it closed or 10 seconds passed.
+func rawResponse(t testing.TB, addr, payload string) []byte {
+	t.Helper()
+	out, err := sendRaw(t, addr, []byte(payload))
+	if err != nil && len(out) == 0 {
+		t.Fatalf("%q: %v", payload, err)
+	}
+	return out
+}
