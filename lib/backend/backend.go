@@ -45,8 +45,9 @@ type Conn struct {
 	// an address.
 	Backend string
 	// Name is the backend's identity for metrics: the socket's file name,
-	// or the DNS name resolved. Either exists only because the operator
-	// created it, so it is safe as a label.
+	// or the address connected to (never the DNS name, which a wildcard
+	// record lets clients choose). Either exists only because the
+	// operator created it, so it is safe as a label.
 	Name string
 	// Handoff is set, and Conn nil, when the backend at the path Backend
 	// takes the client's socket itself (lib/handoff) instead of a relay.

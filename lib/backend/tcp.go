@@ -54,7 +54,10 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 		}
 		c, err := dialer.DialContext(ctx, "tcp", t.String())
 		if err == nil {
-			return Conn{Conn: c, Backend: t.String(), Name: req.Name}, nil
+			// The address, not the name, identifies the backend for
+			// metrics: a wildcard DNS record lets clients make up any
+			// number of names that all reach one backend.
+			return Conn{Conn: c, Backend: t.String(), Name: t.String()}, nil
 		}
 		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, unwrapDial(err)))
 		if ctx.Err() != nil {
