@@ -81,7 +81,7 @@ func run() int {
 	var cidrs, fronts listFlag
 	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
-	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket or DNS name)")
+	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket name, or address in tcp modes)")
 	fs.Var(&cidrs, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")

@@ -80,8 +80,9 @@ type Report struct {
 	// connection and the whole connection; zero where not reached.
 	Peek, Connect, Duration time.Duration
 	// Backend is the name of the backend that served the connection (a
-	// socket in the directory, or the DNS name in tcp modes), "" if none:
-	// a value the operator created, never one the client made up.
+	// socket in the directory, or the address connected to in tcp
+	// modes), "" if none: a value the operator created, never one the
+	// client made up.
 	Backend string
 }
 

@@ -74,7 +74,7 @@ func NewDispatcher(reg prometheus.Registerer, perBackend bool) *Dispatcher {
 	reg.MustRegister(d.accepted, d.active, finished, d.bytesUp, d.bytesDown, d.peek, d.connect, d.duration)
 	if perBackend {
 		d.perBackend = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snilisten_backend_connections_total",
-			Help: "Connections that reached a backend, by backend (socket name or DNS name) and outcome."}, []string{"backend", "outcome"})
+			Help: "Connections that reached a backend, by backend (socket name, or address in tcp modes) and outcome."}, []string{"backend", "outcome"})
 		reg.MustRegister(d.perBackend)
 	}
 	return d
