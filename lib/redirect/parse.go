@@ -115,7 +115,10 @@ func nextLine(b []byte) (line, rest []byte) {
 // second request past the framing: single spaces in the request line,
 // no whitespace before a colon, no folded lines, no control bytes, exactly
 // one valid Host, unambiguous body framing.
-func parseRequest(head []byte, req *request) *httpError {
+//
+// cache, if not nil, remembers the last Host header validated, so that a
+// kept-alive connection does not validate the same host again.
+func parseRequest(head []byte, req *request, cache *hostCache) *httpError {
 	*req = request{}
 	line, rest := nextLine(head)
 	sp1 := bytes.IndexByte(line, ' ')
@@ -209,7 +212,7 @@ func parseRequest(head []byte, req *request) *httpError {
 	if !hostSeen {
 		return errNoHost // HTTP/1.0 too: without a host there is nowhere to send the client
 	}
-	host, isIP, herr := parseHost(req.rawHost)
+	host, isIP, herr := cache.parse(req.rawHost)
 	if herr != nil {
 		return herr
 	}
@@ -366,6 +369,30 @@ func parseHost(a []byte) (host string, isIP bool, _ *httpError) {
 		return "", false, errHost
 	}
 	return canon, false, nil
+}
+
+// hostCache is the last valid Host header and what parseHost made of it.
+type hostCache struct {
+	raw    []byte
+	host   string
+	isIP   bool
+	filled bool
+}
+
+// parse is parseHost, remembering the last valid result.
+func (c *hostCache) parse(raw []byte) (string, bool, *httpError) {
+	if c == nil {
+		return parseHost(raw)
+	}
+	if c.filled && bytes.Equal(raw, c.raw) {
+		return c.host, c.isIP, nil
+	}
+	host, isIP, err := parseHost(raw)
+	if err == nil && len(raw) <= 255 {
+		c.raw = append(c.raw[:0], raw...)
+		c.host, c.isIP, c.filled = host, isIP, true
+	}
+	return host, isIP, err
 }
 
 // validPort accepts an empty port (RFC 3986 allows "host:") or up to five

@@ -6,10 +6,18 @@ import (
 	"testing"
 )
 
+// sharedCache is used by every parse in a test binary, so that the
+// tables also check that a remembered host never changes an answer.
+var sharedCache hostCache
+
 func parse(t testing.TB, head string) (request, *httpError) {
 	t.Helper()
-	var req request
-	err := parseRequest([]byte(head), &req)
+	var req, cached request
+	err := parseRequest([]byte(head), &req, nil)
+	cerr := parseRequest([]byte(head), &cached, &sharedCache)
+	if cerr != err || cached.host != req.host || string(cached.pathQuery) != string(req.pathQuery) {
+		t.Errorf("%q: with the host cache %v %q, without %v %q", head, cerr, cached.host, err, req.host)
+	}
 	return req, err
 }
 
@@ -166,7 +174,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, head []byte) {
 		var req request
-		if parseRequest(head, &req) != nil {
+		if parseRequest(head, &req, nil) != nil {
 			return
 		}
 		loc := "https://" + req.host + string(req.pathQuery)

@@ -1,7 +1,6 @@
 package redirect
 
 import (
-	"html"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -24,9 +23,10 @@ func appendRedirect(b []byte, req *request, date string, keepAlive bool) []byte 
 	b = append(b, req.pathQuery...)
 	b = append(b, "\r\nContent-Type: text/html; charset=utf-8\r\n"...)
 	// The URL goes into the body HTML-escaped: a target may hold '<',
-	// '"' or '&', harmless in Location but not in markup.
-	url := html.EscapeString("https://" + req.host + string(req.pathQuery))
-	bodyLen := len(bodyStart) + len(text) + len(bodyHref) + len(url) + len(bodyText) + len(url) + len(bodyEnd)
+	// '"' or '&', harmless in Location but not in markup. The host never
+	// needs escaping.
+	urlLen := len("https://") + len(req.host) + escapedLen(req.pathQuery)
+	bodyLen := len(bodyStart) + len(text) + len(bodyHref) + urlLen + len(bodyText) + urlLen + len(bodyEnd)
 	b = appendHeaderTail(b, date, bodyLen, keepAlive, req.http10)
 	if head {
 		return b
@@ -34,10 +34,40 @@ func appendRedirect(b []byte, req *request, date string, keepAlive bool) []byte 
 	b = append(b, bodyStart...)
 	b = append(b, text...)
 	b = append(b, bodyHref...)
-	b = append(b, url...)
+	b = appendURL(b, req)
 	b = append(b, bodyText...)
-	b = append(b, url...)
+	b = appendURL(b, req)
 	b = append(b, bodyEnd...)
+	return b
+}
+
+func appendURL(b []byte, req *request) []byte {
+	b = append(b, "https://"...)
+	b = append(b, req.host...)
+	return appendEscaped(b, req.pathQuery)
+}
+
+// htmlEscapes are the replacements html.EscapeString makes.
+var htmlEscapes = [256]string{'<': "&lt;", '>': "&gt;", '&': "&amp;", '\'': "&#39;", '"': "&#34;"}
+
+func escapedLen(s []byte) int {
+	n := len(s)
+	for _, c := range s {
+		if e := htmlEscapes[c]; e != "" {
+			n += len(e) - 1
+		}
+	}
+	return n
+}
+
+func appendEscaped(b, s []byte) []byte {
+	for _, c := range s {
+		if e := htmlEscapes[c]; e != "" {
+			b = append(b, e...)
+		} else {
+			b = append(b, c)
+		}
+	}
 	return b
 }
 

@@ -385,6 +385,7 @@ type conn struct {
 	r, w    int
 	out     []byte // responses not yet written
 	served  int
+	hosts   hostCache
 }
 
 // reap closes the connection if it is waiting for a request: idle ones
@@ -428,7 +429,7 @@ func (c *conn) serve() {
 			return
 		}
 		start := time.Now()
-		if herr := parseRequest(head, &req); herr != nil {
+		if herr := parseRequest(head, &req, &c.hosts); herr != nil {
 			c.refuse(herr, &req)
 			return
 		}
