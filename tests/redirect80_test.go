@@ -183,6 +183,14 @@ func TestRedirect80Curl(t *testing.T) {
 			t.Errorf("curl %v: %q, want %q", tc.args, got, tc.want)
 		}
 	}
+	// A UNIX socket listener, as behind a local proxy.
+	sock := filepath.Join(socketDir(t), "r80")
+	u := startRedirect80(t, "-listen", "unix:"+sock)
+	if got := curl("--unix-socket", sock, "http://u.test/unix?x"); got != "301 https://u.test/unix?x" {
+		t.Errorf("over a UNIX socket: %q", got)
+	}
+	waitLog(t, u.Proc, "client=unix", "host=u.test", "status=301")
+
 	// A 1000-byte POST body is read and dropped; curl sees the 308 whole.
 	body := strings.Repeat("z", 1000)
 	if got := curl("--data-binary", body, "http://localhost:"+port+"/big"); got != "308 https://localhost/big" {

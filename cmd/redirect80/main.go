@@ -119,6 +119,10 @@ func run() int {
 		return usage("-log-format: %v", err)
 	}
 
+	// Signals are caught before READY=1 is sent: a manager may stop the
+	// service as soon as it is ready.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	lns, err := listener.Open(listens)
 	if errors.Is(err, listener.ErrNoListeners) {
 		lns, err = listener.Open([]string{"tcp:80"})
@@ -141,8 +145,6 @@ func run() int {
 	}
 	listener.Notify("READY=1")
 
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	status := 0
 	select {
 	case sig := <-signals:

@@ -587,6 +587,9 @@ func (c *conn) flush() error {
 	}
 	_, err := c.nc.Write(c.out)
 	c.out = c.out[:0]
+	if cap(c.out) > 16<<10 {
+		c.out = nil // after a large forwarded answer
+	}
 	return err
 }
 
@@ -642,7 +645,9 @@ func (c *conn) lingerClose() {
 // partly parsed (a refused request).
 func (c *conn) logRequest(req *request, status int, detail, backend string, start time.Time) {
 	if c.remote == "" {
-		c.remote = c.nc.RemoteAddr().String()
+		if a := c.nc.RemoteAddr(); a != nil {
+			c.remote = a.String()
+		}
 		if c.remote == "" || c.remote == "@" {
 			c.remote = "unix"
 		}
