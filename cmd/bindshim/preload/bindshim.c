@@ -494,10 +494,12 @@ static int map_bind(int fd, const struct sockaddr *addr, socklen_t len)
 				return -1;
 			e->ino = p->ino;
 		} else if (addr->sa_family == AF_INET6) {
-			if (pfl < 0 || REAL(dup3)(primary, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+			int pst = fcntl(primary, F_GETFL);
+
+			if (pfl < 0 || pst < 0 || REAL(dup3)(primary, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
 				return -1;
 			e->ino = p->ino;
-			if (idle_socket(primary, fl, pfl, p) != 0)
+			if (idle_socket(primary, pst, pfl, p) != 0)
 				return -1;
 			primary = fd;
 		} else if (idle_socket(fd, fl, fdfl, e) != 0) {
@@ -613,14 +615,15 @@ EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 
 EXPORT int listen(int fd, int backlog)
 {
-	struct entry *e;
+	struct entry *e, *p;
 	int r = REAL(listen)(fd, backlog);
 
 	if (r != 0 || !pending)
 		return r;
 	e = mapped(fd);
-	if (e == NULL || e->kind != KIND_LISTENER)
-		return r;
+	p = mapped(primary);
+	if (e == NULL || e->kind != KIND_LISTENER || p == NULL || p->ino != e->ino)
+		return r; /* not the socket to rename */
 	if (rename(pending_path, cfg.path) != 0) {
 		int err = errno;
 		say("bindshim: rename %s to %s: %s", pending_path, cfg.path, strerror(err));

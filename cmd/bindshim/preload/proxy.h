@@ -63,6 +63,9 @@ struct bs_proxy_header {
  * the caller may consume all n bytes and wait for more), and BS_PROXY_BAD
  * otherwise. It never returns BS_PROXY_MORE for n >= BS_PROXY_MAX.
  */
+#if defined(__GNUC__)
+__attribute__((visibility("hidden")))
+#endif
 int bs_proxy_parse(const unsigned char *buf, size_t n, struct bs_proxy_header *h);
 
 #endif
