@@ -124,6 +124,30 @@ func bsGet(t testing.TB, path string, header []byte, sni string) (string, error)
 	return string(b), err
 }
 
+// bsGetVia makes one HTTP/1.0 request for / over TLS with the server name
+// sni to a TCP address (snilisten), from the local address local, and
+// returns the response body.
+func bsGetVia(t testing.TB, addr, local, sni string) (string, error) {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	tc := tls.Client(c, testPKI(t).ClientConfig(sni))
+	if _, err := fmt.Fprintf(tc, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", sni); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(tc)
+	if len(b) > 0 {
+		err = nil
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return body, err
+}
+
 // bsAsNobody runs a command as uid and gid 65534 with stdin and returns
 // its output.
 func bsAsNobody(t testing.TB, stdin []byte, name string, args ...string) (string, error) {

@@ -496,9 +496,29 @@ func TestBindshimNginx(t *testing.T) {
 		t.Errorf("%d of %d requests failed around the reload, first: %s", len(fails), int(served.Load())+len(fails), fails[0])
 	}
 
+	// Behind snilisten, from real (loopback) client addresses.
+	_, err = os.Stat(filepath.Join("..", "bin", "snilisten"))
+	viaSnilisten := err == nil
+	if viaSnilisten {
+		sp := freePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", sp)
+		start(t, exec.Command(bin(t, "snilisten"), "-listen", "tcp:"+addr, "-mode", "unix", "-unix-directory", dir, "-proxy-proto"))
+		waitListening(t, addr)
+		for i, name := range []string{"a.test", "b.test"} {
+			client := fmt.Sprintf("127.0.0.%d", 21+i)
+			body, err := bsGetVia(t, addr, client, name)
+			if want := fmt.Sprintf("name=%s remote=%s server=127.0.0.1:%d\n", name, client, sp); err != nil || body != want {
+				t.Errorf("%s through snilisten: %q, %v; want %q", name, body, err, want)
+			}
+		}
+	} else {
+		t.Log("bin/snilisten not built: nginx tested without it")
+	}
+
 	log := filepath.Join(tmp, "access.log")
 	waitFor(t, 5*time.Second, "the access log", func() bool {
 		return bsFileHas(log, "203.0.113.10 sni=a.test name=a.test") &&
+			(!viaSnilisten || bsFileHas(log, "127.0.0.22 sni=b.test name=b.test")) &&
 			bsFileHas(log, "2001:db8::10 sni=b.test name=b.test")
 	})
 	if bsFileHas(log, "198.51.100.99") || bsFileHas(log, "::ffff:") {
