@@ -1,0 +1,499 @@
+package tests
+
+// Helpers of the reliability, hostile-input and soak tests: a backend and
+// a client that move random amounts of data both ways and check every
+// byte with SHA-256, and readings of a process's resources (descriptors
+// by kind, resident memory, CPU time, goroutines from its metrics).
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// soakEnabled reports whether the long forms run (make soak).
+func soakEnabled() bool { return os.Getenv("SNITOOLS_SOAK") != "" }
+
+// Orders in which an xfer's two directions end: both at once, the
+// client's end first (the backend answers only after the client's EOF:
+// a half-closed client keeps receiving), or the backend's end first (it
+// sends everything and half-closes before reading: a half-closed backend
+// keeps receiving).
+const (
+	orderConcurrent = iota
+	orderClientFirst
+	orderBackendFirst
+	numOrders
+)
+
+// xferSpec is one transfer: after its ClientHello the client sends a
+// control block saying how many bytes go each way, then up bytes; the
+// backend sends down bytes. Both streams are pseudo-random, seeded by ID.
+type xferSpec struct {
+	ID       uint32
+	Up, Down int64
+	Order    byte
+}
+
+const xferMagic = "SNIX"
+
+func (s xferSpec) control() []byte {
+	b := make([]byte, 0, 32)
+	b = append(b, xferMagic...)
+	b = binary.BigEndian.AppendUint32(b, s.ID)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.Up))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.Down))
+	b = append(b, s.Order)
+	return append(b, make([]byte, 32-len(b))...)
+}
+
+func parseControl(b []byte) (xferSpec, error) {
+	if len(b) != 32 || string(b[:4]) != xferMagic {
+		return xferSpec{}, fmt.Errorf("bad control block %q", b)
+	}
+	return xferSpec{ID: binary.BigEndian.Uint32(b[4:]), Up: int64(binary.BigEndian.Uint64(b[8:])),
+		Down: int64(binary.BigEndian.Uint64(b[16:])), Order: b[24] % numOrders}, nil
+}
+
+// stream returns the pseudo-random bytes of one direction of transfer id.
+func stream(id uint32, dir byte, n int64) io.Reader {
+	var seed [32]byte
+	binary.BigEndian.PutUint32(seed[:], id)
+	seed[4] = dir
+	return io.LimitReader(rand.NewChaCha8(seed), n)
+}
+
+// xferResult is what the backend saw of one transfer.
+type xferResult struct {
+	UpBytes    int64
+	UpSum      [32]byte // of the bytes received after the control block
+	DownSum    [32]byte // of the bytes sent
+	HelloBytes int      // the ClientHello as received
+	Err        error
+}
+
+// xferServer is a backend for xfer clients. It serves any net.Listener:
+// a UNIX stream socket, one behind a PROXY header, a TCP socket, or a
+// handoff socket (lib/handoff), and records what it saw per transfer.
+type xferServer struct {
+	mu       sync.Mutex
+	results  map[uint32]chan xferResult
+	accepted atomic.Int64
+	// Peers records the client addresses the backend saw (RemoteAddr,
+	// which a PROXY header or a handoff message sets), if KeepPeers.
+	KeepPeers bool
+	peers     []string
+}
+
+func newXferServer() *xferServer { return &xferServer{results: map[uint32]chan xferResult{}} }
+
+func (s *xferServer) slot(id uint32) chan xferResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch, ok := s.results[id]
+	if !ok {
+		ch = make(chan xferResult, 1)
+		s.results[id] = ch
+	}
+	return ch
+}
+
+// Serve accepts on ln until it is closed (when the test ends).
+func (s *xferServer) Serve(t testing.TB, ln net.Listener) {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					continue
+				}
+				return
+			}
+			s.accepted.Add(1)
+			go s.handle(c)
+		}
+	}()
+}
+
+// listenUnix serves xfers on a new UNIX stream socket dir/name; with
+// proxyHeader, connections must begin with a PROXY header.
+func (s *xferServer) listenUnix(t testing.TB, dir, name string, proxyHeader bool) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxyHeader {
+		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+	}
+	s.Serve(t, ln)
+	return path
+}
+
+func closeWrite(c net.Conn) error {
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		c = pc.Raw()
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("%T cannot half-close", c)
+}
+
+// readHello reads one TLS record, the ClientHello of rawHello, from r.
+func readHello(r io.Reader) (int, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, fmt.Errorf("hello record header: %w", err)
+	}
+	if h[0] != 22 {
+		return 0, fmt.Errorf("hello starts with %#x", h[0])
+	}
+	n := int(binary.BigEndian.Uint16(h[3:]))
+	if _, err := io.CopyN(io.Discard, r, int64(n)); err != nil {
+		return 0, fmt.Errorf("hello body: %w", err)
+	}
+	return 5 + n, nil
+}
+
+func (s *xferServer) handle(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Minute))
+	if s.KeepPeers {
+		s.mu.Lock()
+		s.peers = append(s.peers, c.RemoteAddr().String())
+		s.mu.Unlock()
+	}
+	br := bufio.NewReaderSize(c, 64<<10)
+	helloLen, err := readHello(br)
+	if err != nil {
+		return
+	}
+	ctl := make([]byte, 32)
+	if _, err := io.ReadFull(br, ctl); err != nil {
+		return
+	}
+	spec, err := parseControl(ctl)
+	if err != nil {
+		return
+	}
+	res := xferResult{HelloBytes: helloLen}
+	send := func() error {
+		h := sha256.New()
+		_, err := io.Copy(io.MultiWriter(c, h), stream(spec.ID, 1, spec.Down))
+		copy(res.DownSum[:], h.Sum(nil))
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		return closeWrite(c)
+	}
+	recv := func() error {
+		h := sha256.New()
+		n, err := io.Copy(h, br)
+		res.UpBytes = n
+		copy(res.UpSum[:], h.Sum(nil))
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		return nil
+	}
+	switch spec.Order {
+	case orderConcurrent:
+		errc := make(chan error, 1)
+		go func() { errc <- send() }()
+		err = errors.Join(recv(), <-errc)
+	case orderClientFirst:
+		err = recv()
+		if err == nil {
+			err = send()
+		}
+	case orderBackendFirst:
+		err = send()
+		if err == nil {
+			err = recv()
+		}
+	}
+	res.Err = err
+	s.slot(spec.ID) <- res
+}
+
+// Result waits up to d for the backend's record of transfer id.
+func (s *xferServer) Result(id uint32, d time.Duration) (xferResult, bool) {
+	select {
+	case r := <-s.slot(id):
+		return r, true
+	case <-time.After(d):
+		return xferResult{}, false
+	}
+}
+
+// Peers returns the client addresses seen so far.
+func (s *xferServer) Peers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.peers...)
+}
+
+// xferOutcome is what a client learnt of one transfer.
+type xferOutcome struct {
+	Spec       xferSpec
+	Verified   int64 // bytes checked, both directions
+	Wire       int64 // bytes the client sent (hello and control included)
+	Err        error
+	Connected  bool
+	BackendErr error
+}
+
+// runXfer makes transfer spec through addr with sni and checks both
+// directions against what srv recorded.
+func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Duration) xferOutcome {
+	out := xferOutcome{Spec: spec}
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		out.Err = fmt.Errorf("dial: %w", err)
+		return out
+	}
+	out.Connected = true
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	hello := rawHello(sni)
+	upSum := sha256.New()
+	sendErr := make(chan error, 1)
+	go func() {
+		if _, err := c.Write(append(hello, spec.control()...)); err != nil {
+			sendErr <- fmt.Errorf("send hello: %w", err)
+			return
+		}
+		_, err := io.Copy(io.MultiWriter(c, upSum), stream(spec.ID, 0, spec.Up))
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		if err != nil {
+			err = fmt.Errorf("send: %w", err)
+		}
+		sendErr <- err
+	}()
+	downSum := sha256.New()
+	n, rerr := io.Copy(downSum, c)
+	serr := <-sendErr
+	out.Wire = int64(len(hello)) + 32 + spec.Up
+	if rerr != nil || serr != nil {
+		out.Err = errors.Join(serr, rerr)
+		return out
+	}
+	if n != spec.Down {
+		out.Err = fmt.Errorf("received %d bytes, want %d", n, spec.Down)
+		return out
+	}
+	res, ok := srv.Result(spec.ID, 30*time.Second)
+	switch {
+	case !ok:
+		out.Err = errors.New("the backend never finished")
+	case res.Err != nil:
+		out.Err = fmt.Errorf("backend: %w", res.Err)
+	case res.HelloBytes != len(hello):
+		out.Err = fmt.Errorf("backend got a %d-byte hello, sent %d", res.HelloBytes, len(hello))
+	case res.UpBytes != spec.Up:
+		out.Err = fmt.Errorf("backend received %d bytes, sent %d", res.UpBytes, spec.Up)
+	case [32]byte(upSum.Sum(nil)) != res.UpSum:
+		out.Err = errors.New("SHA-256 of the bytes sent up differs")
+	case [32]byte(downSum.Sum(nil)) != res.DownSum:
+		out.Err = errors.New("SHA-256 of the bytes sent down differs")
+	default:
+		out.Verified = spec.Up + spec.Down
+	}
+	return out
+}
+
+// startSnilistenCmd starts cmd, which runs snilisten somehow (under a
+// shell that lowers a limit, as another user), and waits until it logs
+// that it listens.
+func startSnilistenCmd(t testing.TB, cmd *exec.Cmd) *snilisten {
+	t.Helper()
+	p := start(t, cmd)
+	var addr string
+	waitFor(t, 10*time.Second, "snilisten to listen", func() bool {
+		if m := listeningRE.FindStringSubmatch(p.Output()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return p.Exited()
+	})
+	if addr == "" {
+		t.Fatalf("snilisten exited: %s", p.Output())
+	}
+	return &snilisten{Proc: p, Addr: addr}
+}
+
+var relMetricsRE = regexp.MustCompile(`msg=metrics address=(\S+)`)
+
+// metricsAddr returns the address snilisten serves metrics on.
+func metricsAddr(t testing.TB, p *Proc) string {
+	t.Helper()
+	var addr string
+	waitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
+		m := relMetricsRE.FindStringSubmatch(p.Output())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return addr
+}
+
+// metricValue scrapes http://addr/metrics and returns the value of the
+// unlabelled sample name (or the one whose labels contain labels).
+func metricValue(t testing.TB, addr, name, labels string) float64 {
+	t.Helper()
+	client := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) {
+			continue
+		}
+		rest := l[len(name):]
+		if labels == "" && !strings.HasPrefix(rest, " ") || labels != "" && !(strings.HasPrefix(rest, "{") && strings.Contains(rest, labels)) {
+			continue
+		}
+		f, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		return f
+	}
+	t.Fatalf("no metric %s%s at %s", name, labels, addr)
+	return 0
+}
+
+// fdKinds counts the open descriptors of pid by kind: "socket", "pipe",
+// "anon_inode:[eventpoll]" and so on; files count as "file".
+func fdKinds(t testing.TB, pid int) map[string]int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("descriptors of %d: %v", pid, err)
+	}
+	kinds := map[string]int{}
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		switch {
+		case strings.HasPrefix(target, "socket:"):
+			kinds["socket"]++
+		case strings.HasPrefix(target, "pipe:"):
+			kinds["pipe"]++
+		case strings.HasPrefix(target, "anon_inode:"):
+			kinds[target]++
+		default:
+			kinds["file"]++
+		}
+	}
+	return kinds
+}
+
+// rssKiB is the resident memory of pid in KiB.
+func rssKiB(t testing.TB, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("status of %d: %v", pid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
+// cpuTime is the CPU time pid has used, user and system.
+func cpuTime(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("stat of %d: %v", pid, err)
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// threads is the number of threads of pid.
+func threads(t testing.TB, pid int) int {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	return len(entries)
+}
+
+// counter is a set of named counts safe for concurrent use, for the
+// figures a test reports.
+type counter struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+func (c *counter) add(name string, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]int64{}
+	}
+	c.m[name] += n
+}
+
+func (c *counter) get(name string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[name]
+}
+
+// sumLogField adds up the integer field (up= or down=) of the log lines of
+// p that contain every one of words.
+func sumLogField(p *Proc, field string, words ...string) int64 {
+	var total int64
+	re := regexp.MustCompile(`\b` + field + `=(\d+)`)
+	for _, l := range logLines(p, words...) {
+		if m := re.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			total += n
+		}
+	}
+	return total
+}
