@@ -53,7 +53,8 @@ type Config struct {
 
 // Check validates c and puts its names in canonical form: the host and
 // aliases must be DNS names (lib/hostname), the directory must exist, and
-// the socket path must fit in a sockaddr_un.
+// the socket path must fit in a sockaddr_un. Errors name the launcher's
+// flag for the field at fault.
 func (c *Config) Check() error {
 	host, err := hostname.Canonical(c.Host)
 	if err != nil {
@@ -65,7 +66,7 @@ func (c *Config) Check() error {
 	for _, a := range c.Aliases {
 		name, err := hostname.Canonical(a)
 		if err != nil {
-			return fmt.Errorf("alias: %w", err)
+			return fmt.Errorf("-alias: %w", err)
 		}
 		if !seen[name] {
 			seen[name] = true
@@ -74,30 +75,30 @@ func (c *Config) Check() error {
 	}
 	c.Aliases = aliases
 	if c.Port < 1 || c.Port > 65535 {
-		return fmt.Errorf("port %d: want 1 to 65535", c.Port)
+		return fmt.Errorf("-p %d: want a port from 1 to 65535", c.Port)
 	}
 	if c.Mode&^fs.ModePerm != 0 {
-		return fmt.Errorf("mode %#o: want permission bits only (at most 0777)", uint32(c.Mode))
+		return fmt.Errorf("-m %#o: want permission bits only (at most 0777)", uint32(c.Mode))
 	}
 	if c.HeaderTimeout < time.Millisecond || c.HeaderTimeout > time.Hour {
-		return fmt.Errorf("header timeout %v: want 1ms to 1h", c.HeaderTimeout)
+		return fmt.Errorf("-header-timeout %v: want 1ms to 1h", c.HeaderTimeout)
 	}
 	for _, u := range c.TrustUIDs {
 		if u < 0 || u >= 1<<32-1 {
-			return fmt.Errorf("trusted uid %d: out of range", u)
+			return fmt.Errorf("-trust-uid %d: out of range", u)
 		}
 	}
 	dir, err := filepath.Abs(c.Dir)
 	if err != nil {
-		return fmt.Errorf("socket directory %q: %w", c.Dir, err)
+		return fmt.Errorf("-d: socket directory %q: %w", c.Dir, err)
 	}
 	c.Dir = dir
 	st, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("socket directory: %w", err)
+		return fmt.Errorf("-d: socket directory: %w", err)
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("socket directory %s: not a directory", dir)
+		return fmt.Errorf("-d: socket directory %s: not a directory", dir)
 	}
 	limit := maxSocketPath
 	if c.Replace {

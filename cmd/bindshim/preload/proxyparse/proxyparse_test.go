@@ -349,3 +349,33 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParse measures the C parser on the headers snilisten writes,
+// cgo call and copy included (the library pays neither).
+func BenchmarkParse(b *testing.B) {
+	for _, c := range []struct{ name, src, dst string }{
+		{"v1/tcp4", "203.0.113.7:40000", "192.0.2.1:443"},
+		{"v1/tcp6", "[2001:db8::7]:40000", "[2001:db8::1]:443"},
+		{"v2/tcp4", "203.0.113.7:40000", "192.0.2.1:443"},
+		{"v2/tcp6", "[2001:db8::7]:40000", "[2001:db8::1]:443"},
+	} {
+		ver := byte(c.name[1] - '0')
+		h := proxyproto.HeaderProxyFromAddrs(ver, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.src)),
+			net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.dst)))
+		if ver == 2 {
+			h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte("www.example.test")}})
+		}
+		in, err := h.Format()
+		if err != nil {
+			b.Fatal(err)
+		}
+		in = append(in, tail...)
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, st := Parse(in); st != OK {
+					b.Fatal(st)
+				}
+			}
+		})
+	}
+}
