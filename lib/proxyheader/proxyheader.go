@@ -15,10 +15,10 @@ import (
 	"io"
 	"net"
 	"syscall"
-	"unsafe"
 
 	"github.com/pires/go-proxyproto"
-	"golang.org/x/sys/unix"
+
+	"github.com/snitools/snitools/lib/peek"
 )
 
 // Errors, wrapped with detail.
@@ -107,60 +107,19 @@ func isPrefix(b, of []byte) bool { return len(b) < len(of) && bytes.Equal(b, of[
 // peekHeader peeks at c until a whole header is in sight and returns its
 // bytes, unconsumed.
 func peekHeader(c syscall.Conn) ([]byte, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 256)
-	var n, want int
-	var perr, rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = recvPeek(fd, buf)
-			switch {
-			case rerr == unix.EINTR:
-				continue
-			case rerr == unix.EAGAIN:
-				return false
-			case rerr != nil || n == 0:
-				return true
-			}
-			want, perr = headerLength(buf[:n])
-			switch {
-			case perr != nil:
-				return true
-			case want == 0 && n == len(buf):
-				// Unreachable for v1 (bounded) and v2 (length known at 16).
-				perr = fmt.Errorf("%w: no end in sight", ErrMalformed)
-				return true
-			case want == 0:
-				return false
-			case want > len(buf):
-				buf = make([]byte, want)
-				continue
-			case n < want:
-				return false
-			}
-			return true
-		}
+	var want int
+	var perr error
+	b, err := peek.Until(c, make([]byte, 0, 256), v2Max, func(b []byte) bool {
+		want, perr = headerLength(b)
+		return perr != nil || want > 0 && len(b) >= want
 	})
 	switch {
+	case errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("%w: connection closed", ErrNoHeader)
 	case err != nil:
-		return nil, fmt.Errorf("read PROXY header after %d bytes: %w", n, err)
-	case rerr != nil:
-		return nil, fmt.Errorf("read PROXY header: %w", rerr)
+		return nil, fmt.Errorf("read PROXY header: %w", err)
 	case perr != nil:
 		return nil, perr
-	case n == 0:
-		return nil, fmt.Errorf("%w: connection closed", ErrNoHeader)
 	}
-	return buf[:want], nil
-}
-
-func recvPeek(fd uintptr, b []byte) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
+	return b[:want], nil
 }

@@ -1,0 +1,150 @@
+// Package peek reads the head of a socket's receive queue without
+// consuming it (recv with MSG_PEEK), waiting on the Go runtime's poller
+// until a caller-supplied function has seen enough. Whatever was peeked
+// stays in the socket for whoever reads it next: a splice, another
+// process after a handoff, or a plain read.
+package peek
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrFull means max bytes were peeked and the function still wanted more.
+var ErrFull = errors.New("peek: buffer limit reached")
+
+// Until peeks at c until enough(b) reports true for the bytes b peeked so
+// far. It waits for more bytes on the poller, and so honours c's read
+// deadline (the error then wraps os.ErrDeadlineExceeded).
+//
+// buf is scratch space, grown as needed up to max bytes and returned, so
+// that callers can keep buffers in a pool; the returned slice holds the
+// bytes peeked, whatever the error. A peer that closes gives io.EOF if it
+// sent nothing, else io.ErrUnexpectedEOF; a reset gives the socket's error
+// (syscall.ECONNRESET).
+func Until(c syscall.Conn, buf []byte, max int, enough func(b []byte) bool) ([]byte, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return buf[:0], fmt.Errorf("peek: %w", err)
+	}
+	if cap(buf) == 0 {
+		buf = make([]byte, 0, min(2048, max))
+	}
+	// The state lives in one struct so that the callback costs two
+	// allocations (the struct and the method value), not one per variable.
+	p := &peeker{buf: buf[:cap(buf)], max: max, enough: enough}
+	err = rc.Read(p.try)
+	b := p.buf[:p.n]
+	switch {
+	case err != nil:
+		return b, fmt.Errorf("peek after %d bytes: %w", p.n, err)
+	case p.err != nil:
+		return b, p.err
+	case p.done:
+		return b, nil
+	case p.n == 0:
+		return b, io.EOF
+	}
+	return b, fmt.Errorf("peek: connection closed after %d bytes: %w", p.n, io.ErrUnexpectedEOF)
+}
+
+// peeker is the state of one Until.
+type peeker struct {
+	buf    []byte // all of it is used; grown up to max
+	max    int
+	n      int // bytes peeked so far
+	enough func([]byte) bool
+	done   bool  // enough said so
+	err    error // recv error, or ErrFull
+	closed bool  // the peer can send no more bytes
+}
+
+// try is the callback of syscall.RawConn.Read: it reports whether Until is
+// finished, or false to wait until the socket is readable again.
+func (p *peeker) try(fd uintptr) bool {
+	for {
+		m, e := recvPeek(fd, p.buf)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			return false // wait for bytes
+		case e != nil:
+			p.err = fmt.Errorf("peek after %d bytes: recv: %w", p.n, e)
+			return true
+		}
+		if p.n = m; p.n == 0 {
+			return true // EOF
+		}
+		if p.done = p.enough(p.buf[:p.n]); p.done {
+			return true
+		}
+		if p.n < len(p.buf) {
+			// recv(MSG_PEEK) returns the unread bytes again and again
+			// and never reports end of stream while they remain, and
+			// the poller reports a FIN or reset only once: ask whether
+			// more bytes can come at all.
+			if p.closed {
+				return true // incomplete for good
+			}
+			var err error
+			if p.closed, err = peerDone(fd); err != nil {
+				p.err = fmt.Errorf("peek after %d bytes: %w", p.n, err)
+				return true
+			}
+			if p.closed {
+				continue // peek once more: every byte sent is here now
+			}
+			return false // wait for more bytes
+		}
+		if len(p.buf) >= p.max {
+			p.err = fmt.Errorf("%w: %d bytes", ErrFull, len(p.buf))
+			return true
+		}
+		p.buf = append(p.buf, make([]byte, min(len(p.buf), p.max-len(p.buf)))...)
+		p.buf = p.buf[:cap(p.buf)]
+	}
+}
+
+// peerDone reports whether no more bytes can arrive on fd because the peer
+// shut down its sending side (FIN), or returns the error that ended the
+// connection (a reset).
+func peerDone(fd uintptr) (bool, error) {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	for {
+		n, err := unix.Poll(fds[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("poll: %w", err)
+		}
+		if n == 0 {
+			return false, nil
+		}
+		break
+	}
+	ev := fds[0].Revents
+	if ev&unix.POLLERR != 0 {
+		if soErr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && soErr != 0 {
+			return true, syscall.Errno(soErr)
+		}
+	}
+	return ev&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0, nil
+}
+
+// recvPeek is recv(fd, b, MSG_PEEK) without the allocations of the generic
+// Recvfrom wrappers (they return the peer's address, which a connected
+// socket does not need).
+func recvPeek(fd uintptr, b []byte) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
