@@ -717,6 +717,7 @@ const probeSource = `#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -747,6 +748,11 @@ int main(int argc, char **argv)
 	char line[128];
 	int s, one = 1, v, r, fd, n;
 
+	struct rlimit rl;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
 	s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	memset(&sin, 0, sizeof sin);
 	sin.sin_family = AF_INET;
@@ -757,8 +763,8 @@ int main(int argc, char **argv)
 		printf("bind err=%s\n", strerror(errno));
 		return 1;
 	}
-	printf("listening fd=%d nonblock=%d cloexec=%d\n", s, !!(fcntl(s, F_GETFL) & O_NONBLOCK),
-	       !!(fcntl(s, F_GETFD) & FD_CLOEXEC));
+	printf("listening fd=%d nonblock=%d cloexec=%d nofile=%lu\n", s, !!(fcntl(s, F_GETFL) & O_NONBLOCK),
+	       !!(fcntl(s, F_GETFD) & FD_CLOEXEC), (unsigned long)rl.rlim_cur);
 	fflush(stdout);
 	while (fgets(line, sizeof line, stdin) != NULL) {
 		memset(buf, 0xaa, sizeof buf);
@@ -782,6 +788,8 @@ int main(int argc, char **argv)
 			len = sizeof v;
 			r = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len);
 			printf("opt nodelay=%d v6only=%d domain=%d\n", nodelay, v6only, r == 0 ? v : -1);
+		} else if (sscanf(line, "dup2 %d %d", &fd, &n) == 2) {
+			printf("dup2 r=%d\n", dup2(fd, n));
 		} else if (sscanf(line, "dup %d", &fd) == 1) {
 			printf("dup r=%d\n", dup(fd));
 		} else if (sscanf(line, "close %d", &fd) == 1) {
@@ -849,7 +857,8 @@ func TestBindshimSocketCalls(t *testing.T) {
 		_, after, _ := strings.Cut(line, "r=")
 		return strings.Fields(after)[0]
 	}
-	expect("", "listening fd=3 nonblock=1 cloexec=1")
+	nofile := 0
+	fmt.Sscanf(expect("", "listening fd=3 nonblock=1 cloexec=1"), "listening fd=3 nonblock=1 cloexec=1 nofile=%d", &nofile)
 	sock := filepath.Join(dir, "probe.test")
 
 	// Listening socket: getsockname is the TCP address; options pass.
@@ -889,9 +898,25 @@ func TestBindshimSocketCalls(t *testing.T) {
 	expect("opt "+fd, "nodelay=0 v6only=0 domain=2")
 	expect("read "+fd, "data=after")
 	dup := fdOf(expect("dup " + fd))
+	// A high descriptor lives in another chunk of the library's table.
+	high := "3000"
+	if nofile <= 3000 {
+		t.Logf("RLIMIT_NOFILE %d: descriptor %s not tried", nofile, high)
+		high = dup
+	} else {
+		expect("dup2 "+fd+" "+high, "dup2 r="+high)
+	}
 	expect("close "+fd, "close r=0")
 	expect("peer "+dup+" 16", "addr=203.0.113.50:4321")
-	expect("close "+dup, "close r=0")
+	expect("peer "+high+" 16", "addr=203.0.113.50:4321")
+	expect("name "+high+" 16", "addr=192.0.2.5:443")
+	// dup2 onto a mapped descriptor replaces what it knew.
+	expect("dup2 3 "+high, "dup2 r="+high)
+	expect("name "+high+" 16", fmt.Sprintf("addr=127.0.0.1:%d", port))
+	expect("close "+high, "close r=0")
+	if high != dup {
+		expect("close "+dup, "close r=0")
+	}
 	// A closed descriptor is forgotten: the real call answers.
 	expect("peer "+dup+" 16", "err=Bad file descriptor")
 }
