@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/snitools/snitools/lib/handoff"
 )
 
 // The backend is one TLS 1.3 HTTP/1.1 server reachable several ways, so
@@ -31,6 +33,8 @@ import (
 //	tcp                127.0.0.1:PORT (written to DIR/backend.ready)
 //	DIR/unix/NAME      a UNIX stream socket
 //	DIR/unix-proxy/NAME a UNIX stream socket that requires a PROXY header
+//	DIR/handoff/NAME   a SOCK_SEQPACKET socket receiving the client's TCP
+//	                   socket itself (lib/handoff)
 //
 // It runs as a process of its own (the bench binary started again with
 // -serve-backend DIR) so that its CPU is not mixed with the load
@@ -89,12 +93,18 @@ func serveBackend(dir string) error {
 		return fmt.Errorf("backend: %w", err)
 	}
 	lns := []net.Listener{tcp}
-	for _, sub := range []string{"unix", "unix-proxy"} {
+	for _, sub := range []string{"unix", "unix-proxy", "handoff"} {
 		path := filepath.Join(dir, sub, sni)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("backend: %w", err)
 		}
-		ln, err := net.Listen("unix", path)
+		var ln net.Listener
+		switch sub {
+		case "handoff":
+			ln, err = handoff.Listen(path)
+		default:
+			ln, err = net.Listen("unix", path)
+		}
 		if err != nil {
 			return fmt.Errorf("backend: %w", err)
 		}

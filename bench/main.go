@@ -58,10 +58,10 @@ func main() { os.Exit(run()) }
 func run() int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var (
-		quick      = fs.Bool("quick", false, "a short run (1 round, 2 s per row, 64 MiB bulk, 500 idle connections), results printed only")
+		quick      = fs.Bool("quick", false, "a short run (1 round, 2 s per row, 256 MiB bulk, 500 idle connections), results printed only")
 		rounds     = fs.Int("rounds", 3, "rounds, each measuring every row once, interleaved")
 		clients    = fs.Int("c", 8, "concurrent clients in connection mode")
-		duration   = fs.Duration("d", 8*time.Second, "measured time of connection mode per row and round")
+		duration   = fs.Duration("d", 6*time.Second, "measured time of connection mode per row and round")
 		bulkMiB    = fs.Int64("bulk", 1024, "MiB through one connection in bulk mode")
 		idle       = fs.Int("idle", 5000, "connections held open in idle mode")
 		rowsRe     = fs.String("rows", "", "only the rows whose name matches this `regexp` (direct always runs)")
@@ -106,7 +106,7 @@ func run() int {
 		}
 		def("rounds", func() { cfg.rounds = 1 })
 		def("d", func() { cfg.duration = 2 * time.Second })
-		def("bulk", func() { cfg.bulk = 64 << 20 })
+		def("bulk", func() { cfg.bulk = 256 << 20 })
 		def("idle", func() { cfg.idle = 500 })
 		def("results", func() { cfg.resultsDir = "" })
 		cfg.warmup = 300 * time.Millisecond
@@ -262,8 +262,10 @@ func runBench(ctx context.Context, cfg config) error {
 			if res.skipped != "" {
 				continue
 			}
-			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s\n", round+1, cfg.rounds, res.row.name)
-			b.runRow(ctx, res, round)
+			t0 := time.Now()
+			took := b.runRow(ctx, res, round)
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s: %v (%s)\n", round+1, cfg.rounds, res.row.name,
+				time.Since(t0).Round(100*time.Millisecond), strings.Join(took, ", "))
 		}
 	}
 	if ctx.Err() != nil {
@@ -283,34 +285,47 @@ func runBench(ctx context.Context, cfg config) error {
 
 // runRow measures one row for one round, each proxy freshly started for
 // connection and bulk mode, and again for idle mode so that the memory it
-// starts from is the same for every proxy.
-func (b *bench) runRow(ctx context.Context, res *result, round int) {
+// starts from is the same for every proxy. It returns how long each phase
+// took, for the progress lines.
+func (b *bench) runRow(ctx context.Context, res *result, round int) (took []string) {
 	cfg := b.cfg
+	timed := func(name string, f func()) {
+		t0 := time.Now()
+		f()
+		took = append(took, fmt.Sprintf("%s %v", name, time.Since(t0).Round(100*time.Millisecond)))
+	}
 	if cfg.phases[phaseConn] || cfg.phases[phaseBulk] {
-		p, t, err := b.launch(ctx, res)
+		var p *proc
+		var t target
+		var err error
+		timed("start", func() { p, t, err = b.launch(ctx, res) })
 		if err != nil {
 			b.failed(res, round, err)
-			return
+			return took
 		}
 		if cfg.phases[phaseConn] {
-			b.connPhase(ctx, res, round, p, t)
+			timed(phaseConn, func() { b.connPhase(ctx, res, round, p, t) })
 		}
 		if cfg.phases[phaseBulk] {
-			b.bulkPhase(ctx, res, round, p, t)
+			timed(phaseBulk, func() { b.bulkPhase(ctx, res, round, p, t) })
 		}
 		if p != nil {
-			p.stop()
+			timed("stop", p.stop)
 		}
 	}
 	if cfg.phases[phaseIdle] && res.row.start != nil && ctx.Err() == nil {
-		p, t, err := b.launch(ctx, res)
+		var p *proc
+		var t target
+		var err error
+		timed("start", func() { p, t, err = b.launch(ctx, res) })
 		if err != nil {
 			b.failed(res, round, err)
-			return
+			return took
 		}
-		b.idlePhase(ctx, res, round, p, t)
-		p.stop()
+		timed(phaseIdle, func() { b.idlePhase(ctx, res, round, p, t) })
+		timed("stop", p.stop)
 	}
+	return took
 }
 
 // errUsage marks a proxy that refused its command line (exit status 2):

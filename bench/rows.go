@@ -76,6 +76,9 @@ var rows = []row{
 	snilistenRow("snilisten unix +PROXY v2", func(e *env) []string {
 		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix-proxy"), "-proxy-proto"}
 	}),
+	snilistenRow("snilisten handoff", func(e *env) []string {
+		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "handoff")}
+	}),
 	snilistenRow("snilisten tcp", func(e *env) []string {
 		return []string{"-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", strconv.Itoa(e.backend.port)}
 	}),
