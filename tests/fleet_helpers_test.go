@@ -157,16 +157,16 @@ func (s *scrape) labelValues(name, label string) []string {
 	return out
 }
 
-// series counts the samples in the scrape: one line each in the text
-// format, the buckets of histograms included.
-func (s *scrape) series() int {
-	n := 0
+// series lists the samples in the scrape by name and labels: one line
+// each in the text format, the buckets of histograms included.
+func (s *scrape) series() []string {
+	var out []string
 	for _, l := range strings.Split(string(s.raw), "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
-			n++
+			out = append(out, l[:strings.LastIndexByte(l, ' ')])
 		}
 	}
-	return n
+	return out
 }
 
 // waitScrape scrapes addr until cond holds (10 seconds at most) and

@@ -160,7 +160,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 	go srv.ServeTLS(ln, "", "")
 	defer srv.Close()
 
-	args := []string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-accept-proxy", "127.0.0.1/32"}
+	args := []string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-accept-proxy", "127.0.0.1/32", "-metrics-per-backend"}
 	s1, m1 := startSnilistenMetrics(t, args...)
 	s2, m2 := startSnilistenMetrics(t, args...)
 	startHAProxy(t, "192.0.2.1:443", map[string]string{"s1": s1.Addr, "s2": s2.Addr})
@@ -185,9 +185,11 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 			t.Errorf("backend saw the client as %s, want %s (192.0.2.10 from the header, embedded)", a, want)
 		}
 	}
-	a, b := scrapeMetrics(t, m1).outcome("ok"), scrapeMetrics(t, m2).outcome("ok")
+	backend := "[2001:db8:5ba7::10]:443"
+	a := scrapeMetrics(t, m1).value("snilisten_backend_connections_total", "backend", backend)
+	b := scrapeMetrics(t, m2).value("snilisten_backend_connections_total", "backend", backend)
 	if a < 1 || b < 1 {
-		t.Errorf("ok connections per instance %v and %v: want both serving", a, b)
+		t.Errorf("connections to %s per instance %v and %v: want both serving", backend, a, b)
 	}
 }
 
