@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -145,6 +146,21 @@ func TestSnilistenMetricsUnixSocket(t *testing.T) {
 		t.Fatalf("request: %v %s", err, body)
 	}
 	waitScrape(t, "unix:"+path, "one connection counted, over the UNIX socket", func(m *scrape) bool { return m.finished() == 1 })
+
+	// A file that is not a socket is never replaced: a typo in the path
+	// must not delete it.
+	file := filepath.Join(socketDir(t), "precious")
+	os.WriteFile(file, []byte("keep me\n"), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin(t, "snilisten"), "-listen", "tcp:127.0.0.1:0", "-unix-directory", dir, "-metrics-listen", "unix:"+file)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("metrics on an existing file: exit %d, want 1\n%s", code, out)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me\n" {
+		t.Errorf("the file at the metrics path was touched: %v %q", err, b)
+	}
 }
 
 // TestSnilistenMetricsFlags: the metrics and trust flags are checked

@@ -133,7 +133,9 @@ func Listen(addr string, reg *prometheus.Registry) (*Server, error) {
 	network, address := "tcp", addr
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, address = "unix", path
-		os.Remove(path) // a socket left by an earlier run
+		if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+			os.Remove(path) // a socket left by an earlier run, never another file
+		}
 	}
 	ln, err := net.Listen(network, address)
 	if err != nil {
