@@ -368,8 +368,10 @@ type haproxy struct {
 
 // startHAProxy runs HAProxy in the foreground in TCP mode: a frontend on
 // front, balancing round robin over servers (name -> address), each sent a
-// PROXY v2 header and health-checked every 100ms.
-func startHAProxy(t testing.TB, front string, servers map[string]string) *haproxy {
+// PROXY v2 header and health-checked as check says ("inter 100ms fall 2",
+// say). A connection refused by a server is retried on another. This is
+// the configuration snitools(7) shows.
+func startHAProxy(t testing.TB, front string, servers map[string]string, check string) *haproxy {
 	t.Helper()
 	need(t, "haproxy")
 	dir := socketDir(t)
@@ -383,13 +385,14 @@ defaults
 	timeout client 60s
 	timeout server 60s
 	retries 2
+	option redispatch 1
 frontend https
 	bind %s
 	default_backend snilisten
 backend snilisten
 	balance roundrobin
-	default-server send-proxy-v2 check inter 100ms fall 2 rise 1
-`, h.stats, front)
+	default-server send-proxy-v2 check %s rise 1
+`, h.stats, front, check)
 	names := make([]string, 0, len(servers))
 	for name := range servers {
 		names = append(names, name)

@@ -40,7 +40,9 @@ func TestFleetHAProxy(t *testing.T) {
 	s1, m1 := startSnilistenMetrics(t, fleetArgs(dir)...)
 	s2, m2 := startSnilistenMetrics(t, fleetArgs(dir)...)
 	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	h := startHAProxy(t, front, map[string]string{"s1": s1.Addr, "s2": s2.Addr})
+	// Checks slow enough that HAProxy still has a stopped instance up for
+	// a while: connections sent to it meanwhile must be retried elsewhere.
+	h := startHAProxy(t, front, map[string]string{"s1": s1.Addr, "s2": s2.Addr}, "inter 1s fall 3")
 
 	// A client on 127.0.0.2: HAProxy (127.0.0.1) -> snilisten -> backend,
 	// which learns 127.0.0.2 from snilisten's PROXY header.
@@ -99,6 +101,24 @@ func TestFleetHAProxy(t *testing.T) {
 	}
 	t.Logf("active connections %v: stopping %s", active, vname)
 	victim.Signal(t, syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "the stopped instance to close its listener", func() bool {
+		c, err := net.DialTimeout("tcp", victim.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	// While HAProxy still counts the stopped instance up, the connections
+	// it sends there are refused and retried on the other: none fails.
+	for i := range 4 {
+		body, err := getFrom(t, "127.0.0.2", front, "web.example.test")
+		if err != nil || !strings.Contains(body, "remote=127.0.0.2:") {
+			t.Fatalf("request %d right after SIGTERM: %v\n%s", i, err, body)
+		}
+	}
+	if st := h.status(t, vname); !strings.HasPrefix(st, "UP") {
+		t.Logf("HAProxy already had %s %s: the retries were not needed", vname, st)
+	}
 	for i, tr := range trs {
 		select {
 		case err := <-tr.done:
@@ -163,7 +183,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 	args := []string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-accept-proxy", "127.0.0.1/32", "-metrics-per-backend"}
 	s1, m1 := startSnilistenMetrics(t, args...)
 	s2, m2 := startSnilistenMetrics(t, args...)
-	startHAProxy(t, "192.0.2.1:443", map[string]string{"s1": s1.Addr, "s2": s2.Addr})
+	startHAProxy(t, "192.0.2.1:443", map[string]string{"s1": s1.Addr, "s2": s2.Addr}, "inter 100ms fall 2")
 	const requests = 4
 	for i := range requests {
 		body, err := getFrom(t, "192.0.2.10", "192.0.2.1:443", "app.example.test")
