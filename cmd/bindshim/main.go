@@ -1,7 +1,8 @@
 // Command bindshim runs an unmodified TCP server so that its bind() to the
 // HTTPS port becomes a UNIX socket at /var/tls/<host>, and its accept() and
 // getpeername() report the client address from the PROXY header that
-// snilisten sends. See bindshim(1).
+// snilisten sends; with -handoff, its accept() receives the client's TCP
+// socket itself from snilisten. See bindshim(1).
 package main
 
 import (
@@ -21,12 +22,13 @@ import (
 )
 
 const usage = `usage: bindshim [-d dir] [-p port] [-m mode] [-g group] [-trust-uid uid]...
-                [-replace] [-header-timeout duration] host [-alias name]... [--]
-                command [arg...]
+                [-replace] [-handoff] [-header-timeout duration] host
+                [-alias name]... [--] command [arg...]
 
 Runs command with its bind() to TCP port (443) turned into a UNIX socket at
 dir/host, accepting only connections that begin with a PROXY header from
-root or a trusted uid. Flags:
+root or a trusted uid; with -handoff, a SOCK_SEQPACKET socket on which
+accept() receives each client's TCP socket from snilisten. Flags:
 `
 
 // listFlag collects a repeatable flag.
@@ -64,9 +66,10 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Port, "p", 443, "TCP `port` whose binds become the socket")
 	fs.StringVar(&mode, "m", "0660", "octal `mode` of the socket file")
 	fs.StringVar(&group, "g", "", "`group` (name or number) of the socket file")
-	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers; repeatable")
+	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers (with -handoff: to announce client addresses); repeatable")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take over a live socket and aliases, for a restart without downtime")
-	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", time.Second, "how long to wait for a connection's PROXY header")
+	fs.BoolVar(&cfg.Handoff, "handoff", false, "receive each client's TCP socket from snilisten over a SOCK_SEQPACKET socket, instead of a stream with a PROXY header")
+	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", time.Second, "how long to wait for a connection's PROXY header or handoff message")
 	fs.Var(&aliases, "alias", "another host `name` for the same server; repeatable, also after host")
 	fs.BoolVar(&showVers, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {

@@ -46,9 +46,14 @@ type Config struct {
 	Port          int           // TCP port whose binds become the socket
 	Mode          fs.FileMode   // permission bits of the socket file
 	GID           int           // group of the socket file; -1 leaves it
-	TrustUIDs     []int         // uids besides root allowed to send PROXY headers
+	TrustUIDs     []int         // uids besides root allowed to send PROXY headers or announce clients
 	Replace       bool          // take over a live socket and aliases
-	HeaderTimeout time.Duration // how long to wait for a PROXY header
+	HeaderTimeout time.Duration // how long to wait for a PROXY header or handoff message
+	// Handoff makes the socket a SOCK_SEQPACKET one to which snilisten
+	// passes each client's TCP socket itself (lib/handoff), instead of a
+	// stream socket with a PROXY header on each connection: the socket
+	// type is how snilisten knows which to do.
+	Handoff bool
 }
 
 // Check validates c and puts its names in canonical form: the host and
@@ -155,6 +160,9 @@ func (c *Config) Environ(env []string, lib string) ([]string, error) {
 	}
 	if c.Replace {
 		out = append(out, "BINDSHIM_REPLACE=1")
+	}
+	if c.Handoff {
+		out = append(out, "BINDSHIM_HANDOFF=1")
 	}
 	return out, nil
 }

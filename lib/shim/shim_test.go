@@ -97,6 +97,17 @@ func TestEnviron(t *testing.T) {
 	if _, err := c.Environ(nil, "/a b/libbindshim.so"); err == nil {
 		t.Error("a library path with a blank was accepted")
 	}
+	// -handoff, and an inherited BINDSHIM_HANDOFF dropped without it.
+	c.Handoff = true
+	env, _ = c.Environ(nil, "/lib/libbindshim.so")
+	if !slices.Contains(env, "BINDSHIM_HANDOFF=1") {
+		t.Errorf("environment with Handoff: %q", env)
+	}
+	c.Handoff = false
+	env, _ = c.Environ([]string{"BINDSHIM_HANDOFF=1"}, "/lib/libbindshim.so")
+	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "BINDSHIM_HANDOFF=") }) {
+		t.Errorf("environment without Handoff: %q", env)
+	}
 }
 
 func TestFindLibrary(t *testing.T) {

@@ -10,6 +10,13 @@
  * getsockname() report from then on. Anything else is closed before the
  * application sees it.
  *
+ * With BINDSHIM_HANDOFF=1 the socket is a UNIX SOCK_SEQPACKET socket
+ * instead, to which snilisten hands the client's TCP socket itself
+ * (SCM_RIGHTS, lib/handoff): accept() receives one message per sender
+ * connection and returns the TCP socket in it, whose addresses are the
+ * kernel's own. Only a client address announced in the message (from a
+ * trusted front) is kept in the table, for getpeername().
+ *
  * The library keeps one table entry per mapped descriptor, in chunks that
  * are mapped on first use and never freed; it has no lock, no thread and
  * no allocation while accepting, so it is safe across fork() (nginx's
@@ -23,7 +30,8 @@
  *   BINDSHIM_GID               group of the socket file (unchanged)
  *   BINDSHIM_TRUST_UIDS        comma-separated uids trusted besides root
  *   BINDSHIM_REPLACE           1: take over a live socket (rename at listen)
- *   BINDSHIM_HEADER_TIMEOUT_MS how long to wait for a header (1000)
+ *   BINDSHIM_HEADER_TIMEOUT_MS how long to wait for a header or message (1000)
+ *   BINDSHIM_HANDOFF           1: receive handed-off sockets (SOCK_SEQPACKET)
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "handoff.h"
 #include "proxy.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -102,6 +111,7 @@ static struct {
 	int ntrust;
 	int replace;
 	int timeout_ms;
+	int handoff;           /* a SOCK_SEQPACKET socket receiving TCP sockets */
 } cfg;
 
 static void say(const char *fmt, ...)
@@ -207,6 +217,8 @@ static void configure(void)
 	}
 	if ((s = getenv("BINDSHIM_REPLACE")) != NULL)
 		cfg.replace = strcmp(s, "1") == 0;
+	if ((s = getenv("BINDSHIM_HANDOFF")) != NULL)
+		cfg.handoff = strcmp(s, "1") == 0;
 	if ((s = getenv("BINDSHIM_HEADER_TIMEOUT_MS")) != NULL) {
 		if (parse_ulong(s, 10, 3600000, &v) != 0 || v == 0) {
 			say("bindshim: BINDSHIM_HEADER_TIMEOUT_MS %s: want milliseconds from 1 to 3600000", s);
@@ -224,7 +236,12 @@ __attribute__((constructor)) static void init(void)
 
 /* ---- the descriptor table ---------------------------------------------- */
 
-enum { KIND_NONE, KIND_LISTENER, KIND_CONN };
+/* KIND_LISTENER: the mapped UNIX socket the application takes for its TCP
+ * listener. KIND_CONN: a connection accepted from it with a PROXY header;
+ * every address is the table's. KIND_PEER: a handed-off TCP socket whose
+ * client was announced by a trusted front: only getpeername is the
+ * table's, everything else is the real socket's. */
+enum { KIND_NONE, KIND_LISTENER, KIND_CONN, KIND_PEER };
 
 union addr {
 	struct sockaddr sa;
@@ -241,7 +258,8 @@ struct entry {
 	socklen_t peer_len;
 	union addr local;      /* getsockname: what the application bound,
 	                          or the header's destination */
-	union addr peer;       /* getpeername and accept: the header's source */
+	union addr peer;       /* getpeername and accept: the header's source,
+	                          or the client a handoff message announced */
 };
 
 #define CHUNK_BITS 10
@@ -381,6 +399,12 @@ static int check_out(struct sockaddr *addr, socklen_t *len)
 
 /* ---- bind and listen --------------------------------------------------- */
 
+/* unix_type is the type of the UNIX socket a mapped bind makes. */
+static int unix_type(void)
+{
+	return cfg.handoff ? SOCK_SEQPACKET : SOCK_STREAM;
+}
+
 static int bind_path(int s, const char *path)
 {
 	struct sockaddr_un sun;
@@ -392,7 +416,9 @@ static int bind_path(int s, const char *path)
 }
 
 /* path_state tells what is at path: 0 nothing, 1 a socket nobody listens
- * on (stale), 2 a live socket or something that is not a socket. */
+ * on (stale), 2 a live socket or something that is not a socket. A live
+ * socket of the other type (SOCK_SEQPACKET) refuses the stream probe with
+ * EPROTOTYPE: live too. */
 static int path_state(const char *path)
 {
 	struct sockaddr_un sun;
@@ -436,7 +462,7 @@ static int idle_socket(int fd, int fl, int fdfl, struct entry *e)
 {
 	struct stat st;
 	sa_family_t af = AF_UNIX;
-	int u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
+	int u = socket(AF_UNIX, unix_type() | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
 
 	if (u < 0)
 		return -1;
@@ -508,7 +534,7 @@ static int map_bind(int fd, const struct sockaddr *addr, socklen_t len)
 		goto record;
 	}
 
-	u = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
+	u = socket(AF_UNIX, unix_type() | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
 	if (u < 0)
 		return -1;
 	if (cfg.replace) {
@@ -634,7 +660,7 @@ EXPORT int listen(int fd, int backlog)
 	return 0;
 }
 
-/* ---- accept ------------------------------------------------------------ */
+/* ---- trust and PROXY headers ------------------------------------------- */
 
 static long now_ms(void)
 {
@@ -658,6 +684,28 @@ static int trusted(int c)
 		if (cfg.trust[i] == cr.uid)
 			return 1;
 	return 0;
+}
+
+/* wait_in waits until c is readable or the deadline (now_ms) passes: 0
+ * when it is readable, -1 otherwise. */
+static int wait_in(int c, long deadline)
+{
+	for (;;) {
+		struct pollfd pfd;
+		long left = deadline - now_ms();
+		int pr;
+
+		if (left <= 0)
+			return -1;
+		pfd.fd = c;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		pr = poll(&pfd, 1, (int)left);
+		if (pr > 0)
+			return 0;
+		if (pr == 0 || errno != EINTR)
+			return -1;
+	}
 }
 
 /* consume reads exactly n bytes that a peek has shown are there. */
@@ -707,24 +755,8 @@ static int take_header(int c, struct bs_proxy_header *h)
 			return -1;
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
+		if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_in(c, deadline) != 0)
 			return -1;
-		for (;;) {
-			struct pollfd pfd;
-			long left = deadline - now_ms();
-			int pr;
-
-			if (left <= 0)
-				return -1;
-			pfd.fd = c;
-			pfd.events = POLLIN;
-			pfd.revents = 0;
-			pr = poll(&pfd, 1, (int)left);
-			if (pr > 0)
-				break;
-			if (pr == 0 || errno != EINTR)
-				return -1;
-		}
 	}
 }
 
@@ -738,6 +770,187 @@ static int usable(const struct bs_proxy_header *h)
 	return h->transport == BS_PROXY_TCP4 || h->transport == BS_PROXY_TCP6;
 }
 
+/* ---- accept in handoff mode -------------------------------------------- */
+
+/* The most descriptors taken from one message; the kernel discards any
+ * beyond them (MSG_CTRUNC), and the message is dropped either way. */
+#define HANDOFF_FDS 8
+
+/* tcp_socket says whether c is a connected TCP socket: what a handoff
+ * message must carry, and not a listener, a UNIX socket or a file. */
+static int tcp_socket(int c)
+{
+	int domain = 0, type = 0, proto = 0, listening = 1;
+	socklen_t l1 = sizeof domain, l2 = sizeof type, l3 = sizeof proto, l4 = sizeof listening;
+
+	if (REAL(getsockopt)(c, SOL_SOCKET, SO_DOMAIN, &domain, &l1) != 0 ||
+	    REAL(getsockopt)(c, SOL_SOCKET, SO_TYPE, &type, &l2) != 0 ||
+	    REAL(getsockopt)(c, SOL_SOCKET, SO_PROTOCOL, &proto, &l3) != 0 ||
+	    REAL(getsockopt)(c, SOL_SOCKET, SO_ACCEPTCONN, &listening, &l4) != 0)
+		return 0;
+	return (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && proto == IPPROTO_TCP &&
+	       !listening;
+}
+
+/*
+ * take_handoff receives the one message that the sender connection s
+ * carries, waiting up to the header timeout for it, and returns the TCP
+ * socket in it (with FD_CLOEXEC, so that a fork and exec in another thread
+ * cannot leak it), with the message in *m. A message without exactly one
+ * descriptor, with a malformed payload, with something else than a
+ * connected TCP socket, or announcing a client address from an untrusted
+ * sender is dropped: every descriptor it brought is closed, and -1
+ * returned.
+ */
+static int take_handoff(int s, struct bs_handoff *m)
+{
+	unsigned char buf[BS_HANDOFF_MAX];
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * HANDOFF_FDS)];
+	} ctl;
+	struct iovec iov;
+	struct msghdr msg;
+	struct cmsghdr *cm;
+	long deadline = now_ms() + cfg.timeout_ms;
+	ssize_t n;
+	int fd = -1, nfds = 0;
+
+	for (;;) {
+		memset(&msg, 0, sizeof msg);
+		iov.iov_base = buf;
+		iov.iov_len = sizeof buf;
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof ctl.buf;
+		n = recvmsg(s, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_in(s, deadline) != 0)
+			return -1;
+	}
+	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+		size_t i, k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < k; i++) {
+			int one;
+
+			memcpy(&one, CMSG_DATA(cm) + i * sizeof(int), sizeof one);
+			if (nfds++ == 0)
+				fd = one;
+			else
+				REAL(close)(one);
+		}
+	}
+	/* A payload longer than buf (MSG_TRUNC) is read as far as buf goes:
+	 * receivers ignore what follows the fields they know. */
+	if (nfds != 1 || (msg.msg_flags & MSG_CTRUNC) || bs_handoff_parse(buf, (size_t)n, m) != 0 ||
+	    !tcp_socket(fd) || (m->has_client && !trusted(s))) {
+		if (fd >= 0)
+			REAL(close)(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* set_flags gives a received socket the flags accept4 would have given a
+ * new one: O_NONBLOCK and FD_CLOEXEC set or cleared. O_NONBLOCK belongs to
+ * the open file, which the sender shares until it closes its copy. */
+static int set_flags(int c, int flags)
+{
+	int fl = fcntl(c, F_GETFL);
+
+	if (fl < 0)
+		return -1;
+	if (!!(fl & O_NONBLOCK) != !!(flags & SOCK_NONBLOCK) &&
+	    fcntl(c, F_SETFL, (flags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
+		return -1;
+	if (!(flags & SOCK_CLOEXEC) && fcntl(c, F_SETFD, 0) != 0)
+		return -1;
+	return 0;
+}
+
+/* announce records the client a trusted handoff message announced as c's
+ * peer, in the family of the real socket (a dual-stack IPv6 socket sees an
+ * IPv4 client v4-mapped, as the kernel would have shown it). */
+static int announce(int c, const struct bs_handoff *m, union addr *peer, socklen_t *peer_len)
+{
+	struct entry *e;
+	struct stat st;
+	int family = 0, v6only = 0;
+	socklen_t l = sizeof family;
+
+	if (REAL(getsockopt)(c, SOL_SOCKET, SO_DOMAIN, &family, &l) != 0 || fstat(c, &st) != 0)
+		return -1;
+	l = sizeof v6only;
+	if (family == AF_INET6 && REAL(getsockopt)(c, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &l) != 0)
+		v6only = 0;
+	*peer_len = make_addr(family, v6only != 0, m->v4, m->client, m->port, peer);
+	e = slot(c);
+	if (e == NULL)
+		return -1; /* getpeername could not tell the same story */
+	e->family = (sa_family_t)family;
+	e->v6only = v6only != 0;
+	e->ino = st.st_ino;
+	e->peer = *peer;
+	e->peer_len = *peer_len;
+	e->local_len = 0;
+	e->kind = KIND_PEER;
+	return 0;
+}
+
+/*
+ * handoff_accept is accept4 on a handoff listener: each connection to it
+ * is a sender with one message, whose TCP socket is returned with the
+ * caller's flags and its peer's address. A dropped message makes a
+ * blocking accept wait for the next sender and a non-blocking one go on
+ * to EAGAIN when there is none, as with PROXY headers.
+ */
+static int handoff_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+	int saved = errno;
+
+	if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (check_out(addr, addrlen) != 0)
+		return -1;
+	for (;;) {
+		struct bs_handoff m;
+		union addr peer;
+		socklen_t peer_len = sizeof peer;
+		int c, s = REAL(accept4)(fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (s < 0)
+			return -1;
+		forget(s);
+		c = take_handoff(s, &m);
+		REAL(close)(s);
+		if (c < 0)
+			continue;
+		forget(c);
+		if (set_flags(c, flags) != 0 ||
+		    (m.has_client ? announce(c, &m, &peer, &peer_len) : REAL(getpeername)(c, &peer.sa, &peer_len)) != 0) {
+			/* Not connected any more (reset), or no memory. */
+			forget(c);
+			REAL(close)(c);
+			continue;
+		}
+		copy_out(addr, addrlen, &peer, peer_len);
+		errno = saved;
+		return c;
+	}
+}
+
+/* ---- accept and accept4 ------------------------------------------------ */
+
 static int shim_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int four)
 {
 	static const unsigned char lo4[16] = {127, 0, 0, 1};
@@ -750,6 +963,8 @@ static int shim_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int fl
 			return REAL(accept4)(fd, addr, addrlen, flags);
 		return REAL(accept)(fd, addr, addrlen);
 	}
+	if (cfg.handoff)
+		return handoff_accept(fd, addr, addrlen, four ? flags : 0);
 	if (check_out(addr, addrlen) != 0)
 		return -1;
 	for (;;) {
@@ -812,7 +1027,7 @@ EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct entry *e = mapped(fd);
 
-	if (e == NULL || e->kind != KIND_CONN)
+	if (e == NULL || (e->kind != KIND_CONN && e->kind != KIND_PEER))
 		return REAL(getpeername)(fd, addr, len);
 	if (addr == NULL || len == NULL) {
 		errno = EFAULT;
@@ -828,7 +1043,7 @@ EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
 	struct entry *e = mapped(fd);
 
-	if (e == NULL)
+	if (e == NULL || e->kind == KIND_PEER)
 		return REAL(getsockname)(fd, addr, len);
 	if (addr == NULL || len == NULL) {
 		errno = EFAULT;
@@ -847,11 +1062,21 @@ static int ip_level(int level)
 	return level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6;
 }
 
+/* unix_mapped returns fd's entry if fd is one of the UNIX sockets standing
+ * in for TCP ones (a listener, or a connection with a PROXY header); a
+ * handed-off socket is real TCP and answers for itself. */
+static struct entry *unix_mapped(int fd)
+{
+	struct entry *e = mapped(fd);
+
+	return e != NULL && e->kind != KIND_PEER ? e : NULL;
+}
+
 EXPORT int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
 	/* TCP_NODELAY, TCP_DEFER_ACCEPT, IPV6_V6ONLY, IP_TOS...: meaningless
 	 * on a UNIX socket, and harmless to pretend. */
-	if (ip_level(level) && mapped(fd) != NULL)
+	if (ip_level(level) && unix_mapped(fd) != NULL)
 		return 0;
 	return REAL(setsockopt)(fd, level, name, val, len);
 }
@@ -860,9 +1085,9 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
 	struct entry *e;
 
-	if (!ip_level(level) && !(level == SOL_SOCKET && (name == SO_DOMAIN || name == SO_PROTOCOL)))
+	if (!ip_level(level) && !(level == SOL_SOCKET && (name == SO_DOMAIN || name == SO_PROTOCOL || name == SO_TYPE)))
 		return REAL(getsockopt)(fd, level, name, val, len);
-	e = mapped(fd);
+	e = unix_mapped(fd);
 	if (e == NULL)
 		return REAL(getsockopt)(fd, level, name, val, len);
 	if (val == NULL || len == NULL) {
@@ -875,7 +1100,8 @@ EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 	}
 	memset(val, 0, *len);
 	if (level == SOL_SOCKET && *len >= sizeof(int)) {
-		int v = name == SO_DOMAIN ? e->family : IPPROTO_TCP;
+		/* A handoff listener is SOCK_SEQPACKET underneath. */
+		int v = name == SO_DOMAIN ? e->family : name == SO_TYPE ? SOCK_STREAM : IPPROTO_TCP;
 		memcpy(val, &v, sizeof v);
 		*len = sizeof v;
 	}

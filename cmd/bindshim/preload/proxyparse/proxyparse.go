@@ -4,6 +4,7 @@ package proxyparse
 
 /*
 #include <stdlib.h>
+#include "handoff.h"
 #include "proxy.h"
 */
 import "C"
@@ -78,4 +79,36 @@ func Parse(b []byte) (Header, Status) {
 		out.Dest = netip.AddrPortFrom(netip.AddrFrom16([16]byte(dst)), uint16(h.dst_port))
 	}
 	return out, OK
+}
+
+// Handoff is what the C parser read from a handoff message.
+type Handoff struct {
+	SNI    string
+	Client netip.AddrPort // valid when the message announces the client
+}
+
+// HandoffMax is how many bytes of a message the library reads.
+const HandoffMax = C.BS_HANDOFF_MAX
+
+// ParseHandoff runs the C handoff message parser on b; ok is false when
+// the library would drop the message.
+func ParseHandoff(b []byte) (m Handoff, ok bool) {
+	var h C.struct_bs_handoff
+	p := C.malloc(C.size_t(len(b) + 1))
+	defer C.free(p)
+	in := unsafe.Slice((*byte)(p), len(b))
+	copy(in, b)
+	if C.bs_handoff_parse((*C.uchar)(p), C.size_t(len(b)), &h) != 0 {
+		return Handoff{}, false
+	}
+	m.SNI = string(in[h.sni_offset : h.sni_offset+h.sni_length])
+	if h.has_client != 0 {
+		ip := C.GoBytes(unsafe.Pointer(&h.client[0]), 16)
+		addr := netip.AddrFrom16([16]byte(ip))
+		if h.v4 != 0 {
+			addr = netip.AddrFrom4([4]byte(ip[:4]))
+		}
+		m.Client = netip.AddrPortFrom(addr, uint16(h.port))
+	}
+	return m, true
 }
