@@ -216,10 +216,11 @@ func run() int {
 		log.Info("listening", "address", ln.Addr().String(), "mode", *mode)
 		go func() { served <- srv.Serve(ln) }()
 	}
-	listener.Notify("READY=1")
-
+	// Catch signals before telling systemd we are ready: a stop right
+	// after READY must drain, not kill.
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	listener.Notify("READY=1")
 	status := 0
 	select {
 	case sig := <-signals:
