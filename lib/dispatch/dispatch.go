@@ -153,15 +153,18 @@ func New(cfg Config) (*Server, error) {
 }
 
 // DefaultMaxConns is a bound on concurrent connections derived from the
-// file descriptor limit: each relayed connection holds two descriptors, and
-// a few are kept for listeners and logs. Staying below the limit keeps
-// excess clients waiting in the kernel's queue instead of failing accept.
+// file descriptor limit: each relayed connection holds up to
+// relay.DescriptorsPerConn descriptors (its sockets, and splice pipes
+// while bytes are in flight), the relay's pipe pool some more, and a few
+// are kept for listeners, metrics and logs. Staying below the limit keeps
+// excess clients waiting in the kernel's queue instead of failing accept,
+// a backend connection or a pipe halfway through a transfer.
 func DefaultMaxConns() int {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
 		return 0
 	}
-	return max(int(lim.Cur)-64, 16) / 2
+	return max((int(lim.Cur)-64-relay.PoolDescriptors(0))/relay.DescriptorsPerConn, 16)
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -453,7 +456,10 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		s.finish(r, relayOutcome(err), err)
 	})
 	if err != nil {
+		// Out of descriptors, most likely: the hello is still unread,
+		// so the client can be told, rather than reset.
 		b.Close()
+		s.refuse(c, helloLen, clienthello.AlertInternalError)
 		return OutcomeRelayError, err
 	}
 	s.setCloser(r, session)

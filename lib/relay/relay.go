@@ -39,6 +39,21 @@ type Stats struct {
 	Down int64 // backend to client
 }
 
+// DescriptorsPerConn is the most file descriptors a relayed connection
+// holds: its two sockets and, while bytes are in flight both ways, a
+// splice pipe (two descriptors) per direction. Limits on concurrent
+// connections derived from the descriptor limit must count all six.
+const DescriptorsPerConn = 6
+
+// PoolDescriptors is the most file descriptors the idle pipes pooled by
+// an engine of n event loops hold.
+func PoolDescriptors(n int) int {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return 2 * maxFreePipes * n
+}
+
 // Engine runs the event loops that relay connections.
 type Engine struct {
 	loops []*loop
