@@ -21,17 +21,12 @@ import (
 	"github.com/snitools/snitools/lib/version"
 )
 
-// listFlag collects a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
-
 func main() { os.Exit(run()) }
 
 func run() int {
 	var (
-		listens, cidrs    listFlag
+		listens           listener.Specs
+		allow             = &backend.AllowList{}
 		fs                = flag.NewFlagSet("redirect80", flag.ContinueOnError)
 		acme              = fs.String("acme", "", "forward ACME HTTP-01 challenges: unix:DIR (socket DIR/<host>) or tcp (the host's own address, within -backend-cidr)")
 		acmePort          = fs.Int("acme-port", 80, "port of the backends' HTTP servers (-acme tcp)")
@@ -47,7 +42,7 @@ func run() int {
 		showVersion       = fs.Bool("version", false, "print the version and exit")
 	)
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd, else tcp:80)")
-	fs.Var(&cidrs, "backend-cidr", "`CIDR` an -acme tcp backend address must lie in (repeatable)")
+	fs.Var(allow, "backend-cidr", "`CIDR` an -acme tcp backend address must lie in (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
 		fs.PrintDefaults()
@@ -69,11 +64,6 @@ func run() int {
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q", fs.Arg(0))
 	}
-	for _, spec := range listens {
-		if err := listener.CheckSpec(spec); err != nil {
-			return usage("-listen: %v", err)
-		}
-	}
 	for name, d := range map[string]time.Duration{"-header-timeout": *headerTimeout, "-idle-timeout": *idleTimeout, "-acme-timeout": *acmeTimeout, "-shutdown-timeout": *shutdownTimeout} {
 		if d <= 0 {
 			return usage("%s %v: must be more than 0", name, d)
@@ -91,27 +81,20 @@ func run() int {
 	if *acmePort < 1 || *acmePort > 65535 {
 		return usage("-acme-port %d: must be from 1 to 65535", *acmePort)
 	}
-	var (
-		forwarder *redirect.ACME
-		allow     *backend.AllowList
-	)
+	var forwarder *redirect.ACME
 	switch kind, dir, _ := strings.Cut(*acme, ":"); {
 	case *acme == "":
 	case kind == "unix" && dir != "":
 		forwarder = redirect.UnixACME(dir, *acmeTimeout)
 	case *acme == "tcp":
-		if len(cidrs) == 0 {
+		if allow.Empty() {
 			return usage("-acme tcp: needs at least one -backend-cidr")
-		}
-		var err error
-		if allow, err = backend.ParseAllowList(cidrs); err != nil {
-			return usage("-backend-cidr: %v", err)
 		}
 		forwarder = redirect.TCPACME(allow, *acmePort, *acmeTimeout)
 	default:
 		return usage("-acme %q: want unix:DIR or tcp", *acme)
 	}
-	if len(cidrs) > 0 && *acme != "tcp" {
+	if !allow.Empty() && *acme != "tcp" {
 		return usage("-backend-cidr: only with -acme tcp")
 	}
 	log, err := logging.New(os.Stderr, *logFormat, false)
@@ -131,9 +114,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
 		return 1
 	}
-	if allow != nil {
-		redirect.DenyListeners(allow, lns)
-	}
+	allow.DenyListeners(lns)
 	srv := redirect.New(redirect.Config{
 		HeaderTimeout: *headerTimeout, IdleTimeout: *idleTimeout, MaxHeaderBytes: *maxHeaderBytes,
 		MaxConns: *maxConns, MaxConnsPerClient: *maxConnsPerClient, ACME: forwarder, Log: log, Quiet: *quiet,

@@ -8,11 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -23,14 +20,9 @@ import (
 	"github.com/snitools/snitools/lib/logging"
 	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/nat46"
+	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/version"
 )
-
-// listFlag collects a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 // proxyFlag is -proxy-proto: alone it means version 2 (as in snid);
 // -proxy-proto=v1 or =v2 choose.
@@ -61,7 +53,9 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	var (
-		listens         listFlag
+		listens         listener.Specs
+		allow           = &backend.AllowList{}
+		fronts          proxyheader.Trusted
 		proxy           proxyFlag
 		fs              = flag.NewFlagSet("snilisten", flag.ContinueOnError)
 		mode            = fs.String("mode", "unix", "how backends are found: unix, tcp or nat46")
@@ -78,11 +72,10 @@ func run() int {
 		quiet           = fs.Bool("q", false, "do not log connections")
 		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
-	var cidrs, fronts listFlag
 	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
 	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket name, or address in tcp modes)")
-	fs.Var(&cidrs, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
+	fs.Var(allow, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
 	fs.Usage = func() {
@@ -106,53 +99,11 @@ func run() int {
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q", fs.Arg(0))
 	}
-	for _, spec := range listens {
-		if err := listener.CheckSpec(spec); err != nil {
-			return usage("-listen: %v", err)
-		}
-	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var dialer backend.Dialer
-	var allow *backend.AllowList
-	switch *mode {
-	case "unix":
-		for _, f := range []string{"backend-cidr", "backend-port", "nat46-prefix"} {
-			if set[f] {
-				return usage("-%s: not used in unix mode", f)
-			}
-		}
-		dialer = backend.NewUnix(*unixDir)
-	case "tcp", "nat46":
-		if len(cidrs) == 0 {
-			return usage("-backend-cidr: at least one is required in %s mode", *mode)
-		}
-		var err error
-		if allow, err = backend.ParseAllowList(cidrs); err != nil {
-			return usage("-backend-cidr: %v", err)
-		}
-		if set["unix-directory"] {
-			return usage("-unix-directory: not used in %s mode", *mode)
-		}
-		if *backendPort < 0 || *backendPort > 65535 {
-			return usage("-backend-port %d: want 1 to 65535", *backendPort)
-		}
-		d := backend.TCP{Allow: allow, Port: *backendPort}
-		if *mode == "nat46" {
-			for _, f := range []string{"proxy-proto", "backend-port"} {
-				if set[f] {
-					return usage("-%s: not used in nat46 mode (the source address carries the client)", f)
-				}
-			}
-			if d.NAT46, err = nat46.ParsePrefix(*nat46Prefix); err != nil {
-				return usage("-nat46-prefix: %v", err)
-			}
-		} else if set["nat46-prefix"] {
-			return usage("-nat46-prefix: only used in nat46 mode")
-		}
-		dialer = d
-	default:
-		return usage("-mode %q: want unix, tcp or nat46", *mode)
+	dialer, err := newDialer(*mode, set, *unixDir, allow, *backendPort, *nat46Prefix)
+	if err != nil {
+		return usage("%v", err)
 	}
 	var defName string
 	if *defaultHostname != "" {
@@ -164,10 +115,6 @@ func run() int {
 	}
 	if *maxConns < 0 {
 		return usage("-max-conns %d: must be 0 or more", *maxConns)
-	}
-	trusted, err := parsePrefixes(fronts)
-	if err != nil {
-		return usage("-accept-proxy: %v", err)
 	}
 	if *metricsListen != "" {
 		if err := metrics.CheckAddress(*metricsListen); err != nil {
@@ -186,13 +133,11 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
 		return 1
 	}
-	if allow != nil {
-		denyOwnAddresses(allow, lns)
-	}
+	allow.DenyListeners(lns)
 	cfg := dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
-		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: trusted,
+		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: fronts,
 	}
 	if *metricsListen != "" {
 		reg := metrics.NewRegistry()
@@ -238,31 +183,47 @@ func run() int {
 	return status
 }
 
-// denyOwnAddresses keeps DNS-routed modes from connecting back to
-// snilisten itself: a name resolving to one of its listening addresses
-// would otherwise loop.
-func denyOwnAddresses(allow *backend.AllowList, lns []net.Listener) {
-	for _, ln := range lns {
-		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
-			allow.Deny(ta.AddrPort())
-		}
-	}
-}
-
-// parsePrefixes parses CIDRs such as 10.0.0.0/8; a bare address means
-// that one address.
-func parsePrefixes(cidrs []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			a, aerr := netip.ParseAddr(c)
-			if aerr != nil {
-				return nil, fmt.Errorf("%q: %w", c, err)
+// newDialer builds the backend dialer for a mode from its flags; set says
+// which flags were given, so that a flag of another mode is a usage error.
+func newDialer(mode string, set map[string]bool, unixDir string, allow *backend.AllowList, port int, prefix string) (backend.Dialer, error) {
+	notIn := func(mode string, flags ...string) error {
+		for _, f := range flags {
+			if set[f] {
+				return fmt.Errorf("-%s: not used in %s mode", f, mode)
 			}
-			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		out = append(out, p.Masked())
+		return nil
 	}
-	return out, nil
+	switch mode {
+	case "unix":
+		if err := notIn(mode, "backend-cidr", "backend-port", "nat46-prefix"); err != nil {
+			return nil, err
+		}
+		return backend.NewUnix(unixDir), nil
+	case "tcp", "nat46":
+		if allow.Empty() {
+			return nil, fmt.Errorf("-backend-cidr: at least one is required in %s mode", mode)
+		}
+		if err := notIn(mode, "unix-directory"); err != nil {
+			return nil, err
+		}
+		if port < 0 || port > 65535 {
+			return nil, fmt.Errorf("-backend-port %d: want 1 to 65535", port)
+		}
+		d := backend.TCP{Allow: allow, Port: port}
+		if mode == "tcp" {
+			return d, notIn(mode, "nat46-prefix")
+		}
+		// nat46: the source address carries the client.
+		if err := notIn(mode, "proxy-proto", "backend-port"); err != nil {
+			return nil, err
+		}
+		p, err := nat46.ParsePrefix(prefix)
+		if err != nil {
+			return nil, fmt.Errorf("-nat46-prefix: %v", err)
+		}
+		d.NAT46 = p
+		return d, nil
+	}
+	return nil, fmt.Errorf("-mode %q: want unix, tcp or nat46", mode)
 }

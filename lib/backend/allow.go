@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -74,4 +75,41 @@ func (a *AllowList) Control(network, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("%w: cannot parse dial address %q: %v", ErrRefused, address, err)
 	}
 	return a.Check(ap)
+}
+
+// String implements flag.Value: the networks, comma-separated.
+func (a *AllowList) String() string {
+	if a == nil {
+		return ""
+	}
+	s := make([]string, len(a.prefixes))
+	for i, p := range a.prefixes {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Set implements flag.Value for a repeatable -backend-cidr flag.
+func (a *AllowList) Set(cidr string) error {
+	b, err := ParseAllowList([]string{cidr})
+	if err != nil {
+		return err
+	}
+	a.prefixes = append(a.prefixes, b.prefixes...)
+	return nil
+}
+
+// Empty reports whether no network is allowed.
+func (a *AllowList) Empty() bool { return len(a.prefixes) == 0 }
+
+// DenyListeners refuses the TCP addresses the given listeners listen on:
+// a name resolving to the proxy itself must not make it connect to itself.
+func (a *AllowList) DenyListeners(lns []net.Listener) {
+	for _, ln := range lns {
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			if ap := ta.AddrPort(); ap.IsValid() {
+				a.Deny(ap)
+			}
+		}
+	}
 }

@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 	"github.com/snitools/snitools/lib/clienthello"
 	"github.com/snitools/snitools/lib/handoff"
 	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/relay"
 )
@@ -60,7 +60,7 @@ type Config struct {
 	// TrustedFronts are the networks of load balancers whose connections
 	// must begin with a PROXY header naming the real client (v1 or v2).
 	// Headers from anywhere else are never read, let alone believed.
-	TrustedFronts []netip.Prefix
+	TrustedFronts proxyheader.Trusted
 	// Observer, if set, is told about every connection (metrics).
 	Observer Observer
 }
@@ -180,8 +180,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.untrack(ln)
-	var backoff time.Duration
-	var lastLogged time.Time
+	var backoff listener.Backoff
 	for {
 		if s.slots != nil {
 			s.slots <- struct{}{}
@@ -192,18 +191,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing() {
 				return ErrServerClosed
 			}
-			if !temporary(err) {
+			if !backoff.Wait(ln, err, s.cfg.Log) {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			if time.Since(lastLogged) > 10*time.Second {
-				s.cfg.Log.Warn("accept failing, backing off", "listener", ln.Addr().String(), "error", err.Error(), "backoff", backoff)
-				lastLogged = time.Now()
-			}
-			time.Sleep(backoff)
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		r := &record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr(), closer: c}
 		if !s.trackConn(r) {
 			c.Close()
@@ -218,17 +211,6 @@ func (s *Server) release() {
 	if s.slots != nil {
 		<-s.slots
 	}
-}
-
-// temporary reports whether an accept error is worth retrying.
-func temporary(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // Shutdown stops accepting, waits for open connections to finish until ctx
@@ -375,23 +357,6 @@ func relayOutcome(err error) Outcome {
 	return OutcomeRelayError
 }
 
-// fromTrustedFront reports whether a connection comes from a load balancer
-// that announces clients with a PROXY header.
-func (s *Server) fromTrustedFront(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok || len(s.cfg.TrustedFronts) == 0 {
-		return false
-	}
-	ip, _ := netip.AddrFromSlice(ta.IP)
-	ip = ip.Unmap()
-	for _, p := range s.cfg.TrustedFronts {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // readFrontHeader takes the client's address from the PROXY header a
 // trusted front sent, consuming exactly the header.
 func (s *Server) readFrontHeader(c net.Conn, r *record) error {
@@ -409,7 +374,7 @@ func (s *Server) readFrontHeader(c net.Conn, r *record) error {
 // dispatch does the work for one connection and closes it.
 func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	defer c.Close()
-	if s.fromTrustedFront(c.RemoteAddr()) {
+	if s.cfg.TrustedFronts.Contains(c.RemoteAddr()) {
 		if err := s.readFrontHeader(c, r); err != nil {
 			return OutcomeProxyHeader, err
 		}

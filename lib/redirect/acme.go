@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -47,7 +46,7 @@ func UnixACME(dir string, timeout time.Duration) *ACME {
 // (A and AAAA; an IP-literal host is its own address), dialling only
 // addresses inside allow (backend.TCP). The check runs on each address as
 // it is dialled, so a DNS answer cannot lead the connection anywhere else.
-// Call DenyListeners too, so that a name pointing back here cannot loop.
+// Call allow.DenyListeners too, so that a name pointing back here cannot loop.
 func TCPACME(allow *backend.AllowList, port int, timeout time.Duration) *ACME {
 	return &ACME{dialer: backend.TCP{Allow: allow, Port: port}, ipHosts: true, timeout: timeout}
 }
@@ -64,18 +63,6 @@ func (a *ACME) dial(ctx context.Context, host string) (net.Conn, string, error) 
 		return nil, c.Backend, fmt.Errorf("%s takes handed-off sockets (SOCK_SEQPACKET), not HTTP requests", c.Backend)
 	}
 	return c.Conn, c.Backend, nil
-}
-
-// DenyListeners refuses, in allow, the TCP addresses of lns: a challenge
-// whose name resolves to this very server must not be forwarded to it.
-func DenyListeners(allow *backend.AllowList, lns []net.Listener) {
-	for _, ln := range lns {
-		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
-			if ap := ta.AddrPort(); ap.IsValid() {
-				allow.Deny(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-			}
-		}
-	}
 }
 
 // challengeResponse is a backend's answer, read whole.

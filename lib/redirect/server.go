@@ -25,8 +25,9 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/snitools/snitools/lib/listener"
 )
 
 // Defaults for Config, also the flags' defaults.
@@ -122,14 +123,7 @@ func New(cfg Config) *Server {
 // DefaultMaxConns is a bound on concurrent connections: 10000, or less if
 // the file descriptor limit is lower (each connection holds one
 // descriptor, two while an ACME challenge is forwarded).
-func DefaultMaxConns() int {
-	const most = 10000
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
-		return most
-	}
-	return min(max(int(lim.Cur)-64, 16)/2, most)
-}
+func DefaultMaxConns() int { return listener.MaxConns(2, 10000) }
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("redirect: server closed")
@@ -143,8 +137,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.untrackListener(ln)
-	var backoff time.Duration
-	var lastLogged time.Time
+	var backoff listener.Backoff
 	for {
 		if !s.acquire() {
 			return ErrServerClosed
@@ -155,18 +148,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			if !temporary(err) {
+			if !backoff.Wait(ln, err, s.cfg.Log) {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			if time.Since(lastLogged) > 10*time.Second {
-				s.cfg.Log.Warn("accept failing, backing off", "listener", ln.Addr().String(), "error", err.Error(), "backoff", backoff)
-				lastLogged = time.Now()
-			}
-			time.Sleep(backoff)
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		c := s.newConn(nc)
 		if c == nil {
 			s.release()
@@ -206,17 +193,6 @@ func (s *Server) release() {
 	if s.slots != nil {
 		<-s.slots
 	}
-}
-
-// temporary reports whether an accept error is worth retrying.
-func temporary(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EPROTO, syscall.EPERM} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // clientKey is what MaxConnsPerClient counts by: the IPv4 address, or the

@@ -64,11 +64,14 @@ func newLoop() (*loop, error) {
 }
 
 // add registers a connection. Edge-triggered registration reports bytes
-// already waiting at once, so nothing peeked-but-unread is forgotten.
+// already waiting at once, so nothing peeked-but-unread is forgotten. The
+// loop's lock is held until both descriptors are registered, so that the
+// loop cannot finish (and close) the connection halfway; on failure the
+// connection is unregistered again and left to the caller, done unsaid.
 func (l *loop) add(c *conn) error {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.stopping {
-		l.mu.Unlock()
 		return errors.New("relay: engine closed")
 	}
 	for side, fd := range c.fd {
@@ -77,16 +80,20 @@ func (l *loop) add(c *conn) error {
 		}
 		l.ends[fd] = endpoint{c: c, side: side}
 	}
-	c.last = l.now
-	l.conns[c] = struct{}{}
-	l.mu.Unlock()
-	for _, fd := range c.fd {
+	for i, fd := range c.fd {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			l.abort(c)
+			for _, added := range c.fd[:i] {
+				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, added, nil)
+			}
+			for _, fd := range c.fd {
+				l.ends[fd] = endpoint{}
+			}
 			return fmt.Errorf("relay: epoll_ctl add: %w", err)
 		}
 	}
+	c.last = l.now
+	l.conns[c] = struct{}{}
 	return nil
 }
 
