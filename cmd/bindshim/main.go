@@ -65,7 +65,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Dir, "d", "/var/tls", "`dir`ectory of the UNIX socket")
 	fs.IntVar(&cfg.Port, "p", 443, "TCP `port` whose binds become the socket")
 	fs.StringVar(&mode, "m", "0660", "octal `mode` of the socket file")
-	fs.StringVar(&group, "g", "", "`group` (name or number) of the socket file")
+	fs.StringVar(&group, "g", "", "`group` (name or number) of the socket file (default: the directory's if set-group-ID, as /var/tls is; else the server's)")
 	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers (with -handoff: to announce client addresses); repeatable")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take over a live socket and aliases, for a restart without downtime")
 	fs.BoolVar(&cfg.Handoff, "handoff", false, "receive each client's TCP socket from snilisten over a SOCK_SEQPACKET socket, instead of a stream with a PROXY header")
