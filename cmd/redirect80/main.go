@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -47,10 +48,16 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
 		fs.PrintDefaults()
 	}
+	// Parse quietly: a usage error is one line naming the flag; -h
+	// prints the whole usage.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
 		return 2
 	}
 	if *showVersion {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -82,10 +83,16 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n")
 		fs.PrintDefaults()
 	}
+	// Parse quietly: a usage error is one line naming the flag; -h
+	// prints the whole usage.
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
 		return 2
 	}
 	if *showVersion {
