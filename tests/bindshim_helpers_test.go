@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,7 +46,8 @@ func bsStart(t testing.TB, args ...string) *Proc {
 }
 
 // bsWaitSocket waits until something accepts connections on the UNIX
-// socket at path. The probe sends nothing, so a bindshim server drops it.
+// socket at path, a stream or (bindshim -handoff) a SOCK_SEQPACKET one.
+// The probe sends nothing, so a bindshim server drops it.
 func bsWaitSocket(t testing.TB, p *Proc, path string) {
 	t.Helper()
 	waitFor(t, 15*time.Second, "a listener on "+path, func() bool {
@@ -52,6 +55,9 @@ func bsWaitSocket(t testing.TB, p *Proc, path string) {
 			t.Fatalf("server exited before listening on %s:\n%s", path, p.Output())
 		}
 		c, err := net.DialTimeout("unix", path, time.Second)
+		if errors.Is(err, syscall.EPROTOTYPE) {
+			c, err = net.DialTimeout("unixpacket", path, time.Second)
+		}
 		if err == nil {
 			c.Close()
 		}
@@ -183,4 +189,77 @@ func bsWriteFile(t testing.TB, dir, name, content string) string {
 func bsFileHas(path, s string) bool {
 	b, _ := os.ReadFile(path)
 	return strings.Contains(string(b), s)
+}
+
+// probe drives the C program of probeSource under bindshim: one command
+// in, one line out.
+type probe struct {
+	t     testing.TB
+	p     *Proc
+	stdin io.WriteCloser
+	lines int
+}
+
+// startProbe compiles probeSource and runs it under bindshim with args
+// (flags and host), the probe binding TCP port.
+func startProbe(t testing.TB, port int, args ...string) *probe {
+	t.Helper()
+	need(t, "cc")
+	tmp := t.TempDir()
+	src := bsWriteFile(t, tmp, "probe.c", probeSource)
+	exe := filepath.Join(tmp, "probe")
+	if out, err := exec.Command("cc", "-std=c99", "-Wall", "-o", exe, src).CombinedOutput(); err != nil {
+		t.Fatalf("cc probe.c: %v\n%s", err, out)
+	}
+	args = append(append([]string(nil), args...), "--", exe, strconv.Itoa(port))
+	cmd := exec.Command(bin(t, "bindshim"), args...)
+	cmd.Env = append(os.Environ(), "BINDSHIM_LIBRARY="+bin(t, "libbindshim.so"))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := &probe{t: t, stdin: stdin}
+	pr.p = start(t, cmd)
+	t.Cleanup(func() { stdin.Close() })
+	return pr
+}
+
+// do sends one command (none if empty) and returns the line it printed.
+func (pr *probe) do(command string) string {
+	pr.t.Helper()
+	if command != "" {
+		fmt.Fprintln(pr.stdin, command)
+	}
+	pr.lines++
+	var line string
+	waitFor(pr.t, 10*time.Second, "the probe to answer "+command, func() bool {
+		all := strings.Split(pr.p.Output(), "\n")
+		if len(all) > pr.lines {
+			line = all[pr.lines-1]
+			return true
+		}
+		return pr.p.Exited()
+	})
+	return line
+}
+
+// expect runs command and checks that its line contains each of want.
+func (pr *probe) expect(command string, want ...string) string {
+	pr.t.Helper()
+	got := pr.do(command)
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			pr.t.Errorf("%s: %q, want %q", command, got, w)
+		}
+	}
+	return got
+}
+
+// probeFD is the descriptor number in a probe's "r=N" answer.
+func probeFD(line string) string {
+	_, after, _ := strings.Cut(line, "r=")
+	if f := strings.Fields(after); len(f) > 0 {
+		return f[0]
+	}
+	return "-1"
 }

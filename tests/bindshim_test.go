@@ -19,15 +19,15 @@ import (
 
 // pythonServer is python3's own http.server with an ssl context: an
 // unmodified TCP server. Its reply shows what the socket calls say (the
-// accepted address, getpeername, getsockname); its access log on stderr
-// shows the client address as usual.
-const pythonServer = `import http.server, socket, ssl, sys
+// accepted address, getpeername, getsockname, and its pid); its access
+// log on stderr shows the client address as usual.
+const pythonServer = `import http.server, os, socket, ssl, sys
 port, host, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ("client=%s peer=%s local=%s\n" % (self.client_address[0],
-            self.connection.getpeername()[:2], self.connection.getsockname()[:2])).encode()
+        body = ("client=%s peer=%s local=%s pid=%d\n" % (self.client_address[0],
+            self.connection.getpeername()[:2], self.connection.getsockname()[:2], os.getpid())).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -707,6 +707,8 @@ func TestBindshimInstall(t *testing.T) {
 // from stdin, one socket call on the descriptors it holds and prints what
 // the call returned: it pins the library's contract at the level of
 // system calls (flags kept, EAGAIN, addrlen truncation, dup and close).
+// "acceptf len flags" prints the returned descriptor's O_NONBLOCK and
+// FD_CLOEXEC first; flags -1 calls accept() rather than accept4().
 const probeSource = `#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -774,6 +776,15 @@ int main(int argc, char **argv)
 			len = n;
 			r = accept4(s, (struct sockaddr *)buf, &len, SOCK_CLOEXEC);
 			show("accept", r, buf, len, n);
+		} else if (sscanf(line, "acceptf %d %d", &n, &v) == 2) {
+			/* flags -1: accept(); else accept4 with those flags. */
+			struct pollfd p = {s, POLLIN, 0};
+			poll(&p, 1, 5000);
+			len = n;
+			r = v < 0 ? accept(s, (struct sockaddr *)buf, &len) : accept4(s, (struct sockaddr *)buf, &len, v);
+			if (r >= 0)
+				printf("nonblock=%d cloexec=%d ", !!(fcntl(r, F_GETFL) & O_NONBLOCK), !!(fcntl(r, F_GETFD) & FD_CLOEXEC));
+			show("accept", r, buf, len, n);
 		} else if (sscanf(line, "peer %d %d", &fd, &n) == 2) {
 			len = n;
 			r = getpeername(fd, (struct sockaddr *)buf, &len);
@@ -785,9 +796,12 @@ int main(int argc, char **argv)
 		} else if (sscanf(line, "opt %d", &fd) == 1) {
 			int nodelay = setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 			int v6only = setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+			int type = -1;
 			len = sizeof v;
 			r = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len);
-			printf("opt nodelay=%d v6only=%d domain=%d\n", nodelay, v6only, r == 0 ? v : -1);
+			len = sizeof type;
+			getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+			printf("opt nodelay=%d v6only=%d domain=%d type=%d\n", nodelay, v6only, r == 0 ? v : -1, type);
 		} else if (sscanf(line, "dup2 %d %d", &fd, &n) == 2) {
 			printf("dup2 r=%d\n", dup2(fd, n));
 		} else if (sscanf(line, "dup %d", &fd) == 1) {
@@ -807,63 +821,17 @@ int main(int argc, char **argv)
 `
 
 func TestBindshimSocketCalls(t *testing.T) {
-	need(t, "cc")
-	tmp := t.TempDir()
-	src := bsWriteFile(t, tmp, "probe.c", probeSource)
-	probe := filepath.Join(tmp, "probe")
-	if out, err := exec.Command("cc", "-std=c99", "-Wall", "-o", probe, src).CombinedOutput(); err != nil {
-		t.Fatalf("cc probe.c: %v\n%s", err, out)
-	}
 	dir := bsDir(t)
 	port := freePort(t)
-	cmd := exec.Command(bin(t, "bindshim"), "-d", dir, "-p", strconv.Itoa(port), "-header-timeout", "300ms", "probe.test", "--", probe, strconv.Itoa(port))
-	cmd.Env = append(os.Environ(), "BINDSHIM_LIBRARY="+bin(t, "libbindshim.so"))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := start(t, cmd)
-	defer stdin.Close()
-	lines := 0
-	// do sends one command and returns the line it printed.
-	do := func(command string) string {
-		t.Helper()
-		if command != "" {
-			fmt.Fprintln(stdin, command)
-		}
-		lines++
-		var line string
-		waitFor(t, 10*time.Second, "the probe to answer "+command, func() bool {
-			all := strings.Split(p.Output(), "\n")
-			if len(all) > lines {
-				line = all[lines-1]
-				return true
-			}
-			return p.Exited()
-		})
-		return line
-	}
-	expect := func(command string, want ...string) string {
-		t.Helper()
-		got := do(command)
-		for _, w := range want {
-			if !strings.Contains(got, w) {
-				t.Errorf("%s: %q, want %q", command, got, w)
-			}
-		}
-		return got
-	}
-	fdOf := func(line string) string {
-		_, after, _ := strings.Cut(line, "r=")
-		return strings.Fields(after)[0]
-	}
+	pr := startProbe(t, port, "-d", dir, "-p", strconv.Itoa(port), "-header-timeout", "300ms", "probe.test")
+	expect, fdOf := pr.expect, probeFD
 	nofile := 0
 	fmt.Sscanf(expect("", "listening fd=3 nonblock=1 cloexec=1"), "listening fd=3 nonblock=1 cloexec=1 nofile=%d", &nofile)
 	sock := filepath.Join(dir, "probe.test")
 
 	// Listening socket: getsockname is the TCP address; options pass.
 	expect("name 3 16", fmt.Sprintf("len=16 family=2 addr=127.0.0.1:%d", port))
-	expect("opt 3", "nodelay=0 v6only=0 domain=2")
+	expect("opt 3", "nodelay=0 v6only=0 domain=2 type=1")
 
 	// A dropped connection on a non-blocking listener: EAGAIN.
 	bad, err := net.Dial("unix", sock)
