@@ -75,10 +75,14 @@ func TestFleetHAProxy(t *testing.T) {
 		}
 	}
 	// HAProxy's health checks come with a PROXY header of the LOCAL
-	// command: snilisten closes them as proxy_header_error (see
-	// snitools(7), "Running several instances").
-	t.Logf("health checks counted as proxy_header_error: %v and %v",
-		scrapeMetrics(t, m1).outcome("proxy_header_error"), scrapeMetrics(t, m2).outcome("proxy_header_error"))
+	// command: counted as health_check, neither logged nor errors.
+	for i, m := range []string{m1, m2} {
+		sc := scrapeMetrics(t, m)
+		if sc.outcome("health_check") == 0 || sc.outcome("proxy_header_error") != 0 {
+			t.Errorf("instance %d: health_check %v, proxy_header_error %v; want checks counted as health_check only",
+				i+1, sc.outcome("health_check"), sc.outcome("proxy_header_error"))
+		}
+	}
 
 	// Slow transfers through both instances; then SIGTERM to one.
 	const transfers, chunks, chunk = 4, 32, 64 << 10
@@ -275,7 +279,9 @@ func TestSnilistenSpoofedProxyHeader(t *testing.T) {
 	}
 
 	// The trusted front misbehaving: every such connection is closed
-	// without a word, logged and counted as proxy_header_error.
+	// without a word, logged and counted as proxy_header_error; a LOCAL
+	// command (v2 LOCAL, v1 UNKNOWN) is a health check: closed, counted
+	// as health_check and not logged.
 	v2, _ := (&proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}).Format()
 	for _, c := range []struct {
 		name    string
@@ -292,9 +298,14 @@ func TestSnilistenSpoofedProxyHeader(t *testing.T) {
 			t.Errorf("%s: want a silent close, got %q", c.name, reply)
 		}
 	}
-	m := waitScrape(t, maddr, "6 proxy_header_error", func(m *scrape) bool { return m.outcome("proxy_header_error") == 6 })
-	if n := len(logLines(s.Proc, "client=127.0.0.1:", "outcome=proxy_header_error")); n != 6 {
-		t.Errorf("%d proxy_header_error log lines, want 6", n)
+	m := waitScrape(t, maddr, "4 proxy_header_error and 2 health_check", func(m *scrape) bool {
+		return m.outcome("proxy_header_error") == 4 && m.outcome("health_check") == 2
+	})
+	if n := len(logLines(s.Proc, "client=127.0.0.1:", "outcome=proxy_header_error")); n != 4 {
+		t.Errorf("%d proxy_header_error log lines, want 4", n)
+	}
+	if n := len(logLines(s.Proc, "outcome=health_check")); n != 0 {
+		t.Errorf("%d health checks logged, want none", n)
 	}
 	if n := len(rb.Seen()); n != 4 {
 		t.Errorf("the backend saw connections from a misbehaving front: %q", rb.Seen())

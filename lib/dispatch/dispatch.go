@@ -107,13 +107,14 @@ const (
 	OutcomeIdleTimeout  Outcome = "idle_timeout"
 	OutcomeShutdown     Outcome = "shutdown"           // cut at the end of the shutdown timeout
 	OutcomeProxyHeader  Outcome = "proxy_header_error" // a trusted front sent no valid header
+	OutcomeHealthCheck  Outcome = "health_check"       // a trusted front's LOCAL header: a check, not a client
 )
 
 // Outcomes lists every Outcome, for metrics that must know them up front.
 func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
-		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader}
+		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck}
 }
 
 // Server dispatches connections from any number of listeners.
@@ -376,6 +377,11 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	defer c.Close()
 	if s.cfg.TrustedFronts.Contains(c.RemoteAddr()) {
 		if err := s.readFrontHeader(c, r); err != nil {
+			if errors.Is(err, proxyheader.ErrLocal) {
+				// The PROXY protocol's way for a balancer to check
+				// that we are up: answered by accepting, then closed.
+				return OutcomeHealthCheck, nil
+			}
 			return OutcomeProxyHeader, err
 		}
 	}
@@ -567,8 +573,8 @@ func discard(c net.Conn, n int64) {
 }
 
 func (s *Server) log(r *record) {
-	if s.cfg.Quiet {
-		return
+	if s.cfg.Quiet || r.outcome == OutcomeHealthCheck {
+		return // health checks come every few seconds: counted, not logged
 	}
 	attrs := []slog.Attr{
 		slog.String("client", addrString(r.client)),
