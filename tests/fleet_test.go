@@ -77,10 +77,10 @@ func TestFleetHAProxy(t *testing.T) {
 	// HAProxy's health checks come with a PROXY header of the LOCAL
 	// command: counted as health_check, neither logged nor errors.
 	for i, m := range []string{m1, m2} {
-		sc := scrapeMetrics(t, m)
-		if sc.outcome("health_check") == 0 || sc.outcome("proxy_header_error") != 0 {
-			t.Errorf("instance %d: health_check %v, proxy_header_error %v; want checks counted as health_check only",
-				i+1, sc.outcome("health_check"), sc.outcome("proxy_header_error"))
+		sc := waitScrape(t, m, "a health check", func(m *scrape) bool { return m.outcome("health_check") > 0 })
+		if sc.outcome("proxy_header_error") != 0 {
+			t.Errorf("instance %d: %v proxy_header_error; want health checks counted as health_check only",
+				i+1, sc.outcome("proxy_header_error"))
 		}
 	}
 
