@@ -21,15 +21,48 @@ import (
 // socket gets a relayed stream; a SOCK_SEQPACKET socket gets the client's
 // socket itself (lib/handoff). The type is discovered by trying, since a
 // stream connect to a seqpacket socket fails with EPROTOTYPE, and
-// remembered for a few seconds per path.
+// remembered for a few seconds per socket file.
 type Unix struct {
 	Dir       string
-	seqpacket sync.Map // path -> time.Time until which it is known to be SOCK_SEQPACKET
+	seqpacket sync.Map // path -> seqpacketMemo
 }
 
-// seqpacketMemory is how long a path is remembered as a handoff socket; a
-// server that replaces it with a stream socket is noticed after that.
+// seqpacketMemo remembers that the socket file at a path is SOCK_SEQPACKET.
+type seqpacketMemo struct {
+	until time.Time
+	// The socket file: a server that replaces it makes a new one, whose
+	// inode may be the old one's number but whose change time differs.
+	dev, ino uint64
+	ctime    syscall.Timespec
+}
+
+// seqpacketMemory is how long a path is remembered as a handoff socket.
+// A server that replaces the socket is noticed at once: the file is new.
 const seqpacketMemory = 5 * time.Second
+
+// isSeqpacket reports whether path is remembered as the handoff socket
+// that is still there.
+func (u *Unix) isSeqpacket(path string) bool {
+	v, ok := u.seqpacket.Load(path)
+	if !ok {
+		return false
+	}
+	m := v.(seqpacketMemo)
+	var st syscall.Stat_t
+	if time.Now().After(m.until) || syscall.Stat(path, &st) != nil || uint64(st.Dev) != m.dev || st.Ino != m.ino || st.Ctim != m.ctime {
+		u.seqpacket.Delete(path)
+		return false
+	}
+	return true
+}
+
+// rememberSeqpacket notes that path is a handoff socket.
+func (u *Unix) rememberSeqpacket(path string) {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) == nil {
+		u.seqpacket.Store(path, seqpacketMemo{until: time.Now().Add(seqpacketMemory), dev: uint64(st.Dev), ino: st.Ino, ctime: st.Ctim})
+	}
+}
 
 // NewUnix returns a Unix dialer for the sockets in dir.
 func NewUnix(dir string) *Unix { return &Unix{Dir: dir} }
@@ -42,7 +75,7 @@ func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 	var d net.Dialer
 	for _, cand := range hostname.Candidates(req.Name) {
 		path := filepath.Join(u.Dir, cand)
-		if until, ok := u.seqpacket.Load(path); ok && time.Now().Before(until.(time.Time)) {
+		if u.isSeqpacket(path) {
 			return Conn{Backend: path, Name: cand, Handoff: true}, nil
 		}
 		c, err := d.DialContext(ctx, "unix", path)
@@ -51,7 +84,7 @@ func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 		}
 		switch {
 		case errors.Is(err, syscall.EPROTOTYPE):
-			u.seqpacket.Store(path, time.Now().Add(seqpacketMemory))
+			u.rememberSeqpacket(path)
 			return Conn{Backend: path, Name: cand, Handoff: true}, nil
 		case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ENOTDIR):
 			continue
