@@ -18,6 +18,8 @@ import (
 	"github.com/snitools/snitools/lib/backend"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/logging"
+	"github.com/snitools/snitools/lib/metrics"
+	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/redirect"
 	"github.com/snitools/snitools/lib/version"
 )
@@ -28,6 +30,7 @@ func run() int {
 	var (
 		listens           listener.Specs
 		allow             = &backend.AllowList{}
+		fronts            proxyheader.Trusted
 		fs                = flag.NewFlagSet("redirect80", flag.ContinueOnError)
 		acme              = fs.String("acme", "", "forward ACME HTTP-01 challenges: unix:DIR (socket DIR/<host>) or tcp (the host's own address, within -backend-cidr)")
 		acmePort          = fs.Int("acme-port", 80, "port of the backends' HTTP servers (-acme tcp)")
@@ -41,8 +44,10 @@ func run() int {
 		logFormat         = fs.String("log-format", "text", "log format: text or json")
 		quiet             = fs.Bool("q", false, "do not log requests")
 		showVersion       = fs.Bool("version", false, "print the version and exit")
+		metricsListen     = fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
 	)
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd, else tcp:80)")
+	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
 	fs.Var(allow, "backend-cidr", "`CIDR` an -acme tcp backend address must lie in (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
@@ -104,6 +109,11 @@ func run() int {
 	if !allow.Empty() && *acme != "tcp" {
 		return usage("-backend-cidr: only with -acme tcp")
 	}
+	if *metricsListen != "" {
+		if err := metrics.CheckAddress(*metricsListen); err != nil {
+			return usage("-metrics-listen: %v", err)
+		}
+	}
 	log, err := logging.New(os.Stderr, *logFormat, false)
 	if err != nil {
 		return usage("-log-format: %v", err)
@@ -122,10 +132,23 @@ func run() int {
 		return 1
 	}
 	allow.DenyListeners(lns)
-	srv := redirect.New(redirect.Config{
+	cfg := redirect.Config{
 		HeaderTimeout: *headerTimeout, IdleTimeout: *idleTimeout, MaxHeaderBytes: *maxHeaderBytes,
 		MaxConns: *maxConns, MaxConnsPerClient: *maxConnsPerClient, ACME: forwarder, Log: log, Quiet: *quiet,
-	})
+		TrustedFronts: fronts,
+	}
+	if *metricsListen != "" {
+		reg := metrics.NewRegistry()
+		cfg.Observer = metrics.NewRedirect(reg)
+		ms, err := metrics.Listen(*metricsListen, reg)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
+			return 1
+		}
+		defer ms.Close()
+		log.Info("metrics", "address", ms.Addr().String())
+	}
+	srv := redirect.New(cfg)
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		log.Info("listening", "address", ln.Addr().String(), "acme", *acme)

@@ -157,3 +157,63 @@ func (s *Server) Close() error {
 	defer cancel()
 	return s.srv.Shutdown(ctx)
 }
+
+// Redirect records redirect80's answers; it is a redirect.Observer.
+type Redirect struct {
+	requests    *prometheus.CounterVec
+	challenges  *prometheus.CounterVec
+	frontHeader *prometheus.CounterVec
+}
+
+// redirectStatuses are the codes redirect80 answers with itself; ACME
+// backends' codes are counted under their class ("2xx", ...) so that a
+// backend cannot grow the series either.
+var redirectStatuses = []int{301, 308, 400, 404, 405, 408, 413, 414, 431, 501, 502, 503, 504, 505}
+
+// NewRedirect registers redirect80's metrics with reg.
+func NewRedirect(reg prometheus.Registerer) *Redirect {
+	r := &Redirect{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redirect80_requests_total",
+			Help: "Requests answered, by status code."}, []string{"code"}),
+		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redirect80_acme_challenges_total",
+			Help: "ACME HTTP-01 challenges forwarded to a backend, by result (forwarded: the backend answered; failed: 502 or 504)."}, []string{"result"}),
+		frontHeader: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "redirect80_front_connections_total",
+			Help: "Connections from -accept-proxy networks, by PROXY header outcome (ok, health_check, error)."}, []string{"outcome"}),
+	}
+	for _, code := range redirectStatuses {
+		r.requests.WithLabelValues(statusLabel(code))
+	}
+	for _, res := range []string{"forwarded", "failed"} {
+		r.challenges.WithLabelValues(res)
+	}
+	for _, o := range []string{"ok", "health_check", "error"} {
+		r.frontHeader.WithLabelValues(o)
+	}
+	reg.MustRegister(r.requests, r.challenges, r.frontHeader)
+	return r
+}
+
+// statusLabel is the code itself for redirect80's own codes, else its class.
+func statusLabel(code int) string {
+	for _, c := range redirectStatuses {
+		if c == code {
+			return fmt.Sprint(code)
+		}
+	}
+	return fmt.Sprintf("%dxx", code/100)
+}
+
+// Answered counts a response.
+func (r *Redirect) Answered(status int, challenge bool) {
+	r.requests.WithLabelValues(statusLabel(status)).Inc()
+	if challenge {
+		result := "forwarded"
+		if status == 502 || status == 504 {
+			result = "failed"
+		}
+		r.challenges.WithLabelValues(result).Inc()
+	}
+}
+
+// FrontHeader counts a connection from a trusted front.
+func (r *Redirect) FrontHeader(outcome string) { r.frontHeader.WithLabelValues(outcome).Inc() }

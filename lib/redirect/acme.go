@@ -144,7 +144,7 @@ var hopByHop = map[string]bool{
 // returns the status, an error text for the log and the backend's name.
 func (c *conn) forward(a *ACME, req *request, keep bool) (int, string, string) {
 	clientIP := ""
-	if ta, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+	if ta, ok := c.client.(*net.TCPAddr); ok {
 		clientIP = ta.IP.String()
 	}
 	resp, name, err := a.fetch(context.Background(), req, clientIP)

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/snitools/snitools/lib/listener"
+	"github.com/snitools/snitools/lib/proxyheader"
 )
 
 // Defaults for Config, also the flags' defaults.
@@ -83,6 +84,24 @@ type Config struct {
 	Log *slog.Logger
 	// Quiet leaves out the per-request lines.
 	Quiet bool
+	// TrustedFronts are the networks of load balancers whose connections
+	// begin with a PROXY header naming the real client; its address is
+	// then the client's in the log and in ACME forwarding. Such
+	// connections are not counted per client: that is the front's job.
+	TrustedFronts proxyheader.Trusted
+	// Observer, if set, is told about every answer (metrics).
+	Observer Observer
+}
+
+// Observer is told what redirect80 answers, for metrics. Its methods are
+// called from many goroutines at once.
+type Observer interface {
+	// Answered counts a response; challenge says it was a forwarded
+	// ACME challenge (status then is the backend's, or 502/504).
+	Answered(status int, challenge bool)
+	// FrontHeader counts a connection from a trusted front: ok, a health
+	// check (LOCAL command), or a missing or malformed header.
+	FrontHeader(outcome string)
 }
 
 // Server answers HTTP requests from any number of listeners.
@@ -219,9 +238,12 @@ func clientKey(a net.Addr) (netip.Addr, bool) {
 // shutting down or the client already holds MaxConnsPerClient, after
 // closing that client's own idle connections.
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc}
+	c := &conn{s: s, nc: nc, client: nc.RemoteAddr()}
 	c.state.Store(stateFresh)
 	key, counted := clientKey(nc.RemoteAddr())
+	if s.cfg.TrustedFronts.Contains(nc.RemoteAddr()) {
+		c.front, counted = nc.RemoteAddr(), false
+	}
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -355,7 +377,9 @@ type conn struct {
 	key     netip.Addr
 	counted bool
 	state   atomic.Int32
-	remote  string // client address for the log, made once
+	client  net.Addr // the client: the socket's peer, or what a front's PROXY header said
+	front   net.Addr // the trusted front the connection came through, if any
+	remote  string   // client address for the log, made once
 	bufp    *[]byte
 	buf     []byte // read buffer: request bytes in buf[r:w]
 	r, w    int
@@ -388,6 +412,10 @@ func (c *conn) serve() {
 	if d := c.s.cfg.HeaderTimeout; d > 0 {
 		c.nc.SetDeadline(time.Now().Add(d))
 	}
+	if c.front != nil && !c.readFrontHeader() {
+		c.nc.Close()
+		return
+	}
 	var req request
 	for {
 		head, herr, err := c.readHead()
@@ -416,7 +444,9 @@ func (c *conn) serve() {
 		keep := req.keepAlive && !c.s.closing.Load() && !req.chunked &&
 			req.bodyLen <= maxDiscard && !(req.expect100 && req.bodyLen > 0)
 		status, detail, backend := 0, "", ""
-		if a := c.s.cfg.ACME; a != nil && req.isChallenge() && (!req.hostIP || a.ipHosts) {
+		a := c.s.cfg.ACME
+		challenge := a != nil && req.isChallenge() && (!req.hostIP || a.ipHosts)
+		if challenge {
 			status, detail, backend = c.forward(a, &req, keep)
 		} else {
 			status = 308
@@ -427,6 +457,9 @@ func (c *conn) serve() {
 		}
 		if !c.s.cfg.Quiet {
 			c.logRequest(&req, status, detail, backend, start)
+		}
+		if o := c.s.cfg.Observer; o != nil {
+			o.Answered(status, challenge)
 		}
 		// The body: what is buffered already, then (if keeping the
 		// connection) the rest from the socket.
@@ -594,9 +627,36 @@ func (c *conn) refuse(e *httpError, req *request) {
 	if !c.s.cfg.Quiet {
 		c.logRequest(req, e.status, e.reason, "", time.Time{})
 	}
+	if o := c.s.cfg.Observer; o != nil {
+		o.Answered(e.status, false)
+	}
 	c.setDeadline(c.s.cfg.HeaderTimeout)
 	c.flush()
 	c.lingerClose()
+}
+
+// readFrontHeader takes the client's address from the PROXY header a
+// trusted front sent, consuming exactly the header, within the header
+// timeout. A LOCAL header is the front's health check: closed, counted,
+// not logged. Anything else that is not a valid header is logged.
+func (c *conn) readFrontHeader() bool {
+	h, err := proxyheader.Read(c.nc)
+	outcome := "ok"
+	switch {
+	case errors.Is(err, proxyheader.ErrLocal):
+		outcome = "health_check"
+	case err != nil:
+		outcome = "error"
+		if !c.s.cfg.Quiet {
+			c.s.cfg.Log.Info("request", "client", c.front.String(), "front", c.front.String(), "status", 0, "error", err.Error())
+		}
+	default:
+		c.client = h.SourceAddr
+	}
+	if o := c.s.cfg.Observer; o != nil {
+		o.FrontHeader(outcome)
+	}
+	return err == nil
 }
 
 // lingerClose closes a connection that may still have request bytes
@@ -621,8 +681,8 @@ func (c *conn) lingerClose() {
 // partly parsed (a refused request).
 func (c *conn) logRequest(req *request, status int, detail, backend string, start time.Time) {
 	if c.remote == "" {
-		if a := c.nc.RemoteAddr(); a != nil {
-			c.remote = a.String()
+		if c.client != nil {
+			c.remote = c.client.String()
 		}
 		if c.remote == "" || c.remote == "@" {
 			c.remote = "unix"
@@ -630,6 +690,9 @@ func (c *conn) logRequest(req *request, status int, detail, backend string, star
 	}
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("client", c.remote))
+	if c.front != nil {
+		attrs = append(attrs, slog.String("front", c.front.String()))
+	}
 	if req != nil {
 		host := req.host
 		if host == "" {
