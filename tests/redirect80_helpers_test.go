@@ -27,7 +27,12 @@ var r80ListeningRE = regexp.MustCompile(`msg=listening address=(\S+)|"msg":"list
 // least one -listen) and waits until it has logged every listener.
 func startRedirect80(t testing.TB, args ...string) *redirect80 {
 	t.Helper()
-	want := strings.Count(strings.Join(args, " "), "-listen")
+	want := 0
+	for _, a := range args {
+		if a == "-listen" {
+			want++
+		}
+	}
 	return startRedirect80Cmd(t, exec.Command(bin(t, "redirect80"), args...), max(want, 1))
 }
 
