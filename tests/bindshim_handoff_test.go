@@ -1,17 +1,20 @@
 package tests
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -515,4 +518,126 @@ func TestBindshimHandoffRestarts(t *testing.T) {
 	if m, _ := filepath.Glob(sock + "~*"); len(m) != 0 {
 		t.Errorf("temporary sockets left behind: %v", m)
 	}
+}
+
+// TestBindshimHandoffNginx: nginx (master and workers, non-blocking
+// accept4) under bindshim -handoff for two names, and python under plain
+// bindshim (PROXY header) for a third, in one directory behind one
+// snilisten: each socket is used its own way, nginx logs the real
+// clients, bad messages do not disturb it, and snilisten keeps nothing
+// of a handed-off connection that is still open.
+func TestBindshimHandoffNginx(t *testing.T) {
+	need(t, "curl")
+	dir := bsDir(t)
+	a, b := "a.example.test", "b.example.test"
+	p, tmp := startNginx(t, dir, a, b, "-handoff")
+	startPython(t, dir, "py.example.test", freePort(t))
+	s := startSnilisten(t, "-unix-directory", dir, "-proxy-proto")
+	sport := s.Addr[strings.LastIndexByte(s.Addr, ':')+1:]
+	baseline := socketCount(t, s.Pid())
+	want := func(name, client string) string {
+		return fmt.Sprintf("name=%s remote=%s server=127.0.0.1:%s\n", name, client, sport)
+	}
+
+	// A keep-alive connection, left open.
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 31)}}
+	raw, err := d.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	kept := tls.Client(raw, testPKI(t).ClientConfig(a))
+	br := bufio.NewReader(kept)
+	ask := func() {
+		t.Helper()
+		fmt.Fprintf(kept, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", a)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("keep-alive request: %v", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != want(a, "127.0.0.31") {
+			t.Errorf("keep-alive request: %q, %v; want %q", body, err, want(a, "127.0.0.31"))
+		}
+	}
+	ask()
+	waitLog(t, s.Proc, "client=127.0.0.31:", "sni="+a, "outcome=handoff")
+	// snilisten let go of it at once: its sockets are back at the
+	// baseline while the connection lives on.
+	waitFor(t, 5*time.Second, "snilisten's sockets back at the baseline", func() bool { return socketCount(t, s.Pid()) <= baseline })
+	ask()
+
+	if body, err := bsGetVia(t, s.Addr, "127.0.0.32", b); err != nil || body != want(b, "127.0.0.32") {
+		t.Errorf("%s through snilisten: %q, %v; want %q", b, body, err, want(b, "127.0.0.32"))
+	}
+	pki := testPKI(t)
+	curl := func(name, client string) string {
+		t.Helper()
+		out, err := exec.Command("curl", "-sS", "--max-time", "20", "--interface", client, "--cacert", pki.CAFile,
+			"--resolve", name+":"+sport+":127.0.0.1", "https://"+name+":"+sport+"/").CombinedOutput()
+		if err != nil {
+			t.Errorf("curl %s from %s: %v\n%s", name, client, err, out)
+		}
+		return string(out)
+	}
+	if out := curl(a, "127.0.0.33"); out != want(a, "127.0.0.33") {
+		t.Errorf("curl %s: %q, want %q", a, out, want(a, "127.0.0.33"))
+	}
+	// The stream socket beside them gets a PROXY header and a relay.
+	if out := curl("py.example.test", "127.0.0.34"); !strings.Contains(out, "client=127.0.0.34 peer=('127.0.0.34', ") {
+		t.Errorf("curl py.example.test: %q", out)
+	}
+	waitLog(t, s.Proc, "sni=py.example.test", "outcome=ok")
+
+	// Bad messages straight to nginx's socket are dropped; it serves on.
+	sock := filepath.Join(dir, a)
+	c1, f1, fd1 := hoCarry(t, "127.0.0.1", true)
+	hoSend(t, sock, hoMessage(a))
+	hoSend(t, sock, []byte("\x01\x00\xff\xff"), fd1)
+	hoSend(t, sock, append([]byte{2}, hoMessage(a)[1:]...), fd1)
+	f1.Close()
+	hoClosed(t, c1, "bad message's connection")
+
+	// Concurrent clients, each seen as itself.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client, name := fmt.Sprintf("127.0.0.%d", 100+i), []string{a, b}[i%2]
+			if body, err := bsGetVia(t, s.Addr, client, name); err != nil || body != want(name, client) {
+				t.Errorf("concurrent %s from %s: %q, %v", name, client, body, err)
+			}
+		}()
+	}
+	wg.Wait()
+	ask()
+
+	// nginx logs a request just after answering it.
+	log := filepath.Join(tmp, "access.log")
+	lines := func() int { return strings.Count(bsReadFile(t, log), "\n") }
+	waitFor(t, 5*time.Second, "25 lines in the access log, one per request", func() bool { return lines() >= 3+1+1+20 })
+	for _, line := range []string{"127.0.0.31 sni=" + a + " name=" + a, "127.0.0.32 sni=" + b + " name=" + b,
+		"127.0.0.33 sni=" + a + " name=" + a, "127.0.0.119 sni=" + b + " name=" + b} {
+		if !bsFileHas(log, line+"\n") {
+			t.Errorf("access log has no line %q", line)
+		}
+	}
+	if n := lines(); n != 25 {
+		t.Errorf("access log has %d lines, want 25 (the requests made):\n%s", n, bsReadFile(t, log))
+	}
+	if p.Exited() {
+		t.Errorf("nginx exited:\n%s", p.Output())
+	}
+}
+
+func bsReadFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

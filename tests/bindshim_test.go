@@ -358,23 +358,28 @@ func nginxWorkers(master int) map[string]bool {
 	return w
 }
 
-func TestBindshimNginx(t *testing.T) {
+// startNginx runs nginx (nginxConf, for the names a and b) under bindshim
+// with flags, as a and alias b, in a network namespace of its own: nginx
+// binds port 443 on every address, and so nothing ever listens beyond the
+// test, even if the bind were not moved. It returns nginx's process (the
+// master) and its directory, which holds access.log.
+func startNginx(t *testing.T, dir, a, b string, flags ...string) (*Proc, string) {
+	t.Helper()
 	bsNeedRoot(t)
 	need(t, "nginx", "unshare")
-	// nginx binds port 443 on every address: in a network namespace of
-	// its own, so that nothing ever listens beyond this test, even if the
-	// bind were not moved.
 	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
 		t.Skipf("unshare -n: %v", err)
 	}
-	dir := bsDir(t)
 	tmp := t.TempDir()
 	pki := testPKI(t)
-	conf := strings.NewReplacer("{{T}}", tmp, "{{CERT}}", pki.CertFile, "{{KEY}}", pki.KeyFile).Replace(nginxConf)
+	conf := strings.NewReplacer("{{T}}", tmp, "{{CERT}}", pki.CertFile, "{{KEY}}", pki.KeyFile,
+		"a.test", a, "b.test", b).Replace(nginxConf)
 	bsWriteFile(t, tmp, "nginx.conf", conf)
-	cmd := exec.Command("unshare", "-n", bin(t, "bindshim"), "-d", dir, "a.test", "-alias", "b.test", "--",
+	args := append([]string{"-n", bin(t, "bindshim")}, flags...)
+	args = append(args, "-d", dir, a, "-alias", b, "--",
 		"nginx", "-p", tmp, "-c", filepath.Join(tmp, "nginx.conf"), "-e", filepath.Join(tmp, "error.log"),
 		"-g", "daemon off; pid "+filepath.Join(tmp, "nginx.pid")+";")
+	cmd := exec.Command("unshare", args...)
 	cmd.Env = append(os.Environ(), "BINDSHIM_LIBRARY="+bin(t, "libbindshim.so"))
 	// Workers outliving a killed master would hold the output pipe.
 	cmd.WaitDelay = 5 * time.Second
@@ -397,11 +402,17 @@ func TestBindshimNginx(t *testing.T) {
 			t.Logf("nginx error.log:\n%s", b)
 		}
 	})
-	sockA, sockB := filepath.Join(dir, "a.test"), filepath.Join(dir, "b.test")
-	bsWaitSocket(t, p, sockA)
-	if target, err := os.Readlink(sockB); err != nil || target != "a.test" {
-		t.Fatalf("alias b.test: %q, %v", target, err)
+	bsWaitSocket(t, p, filepath.Join(dir, a))
+	if target, err := os.Readlink(filepath.Join(dir, b)); err != nil || target != a {
+		t.Fatalf("alias %s: %q, %v", b, target, err)
 	}
+	return p, tmp
+}
+
+func TestBindshimNginx(t *testing.T) {
+	dir := bsDir(t)
+	p, tmp := startNginx(t, dir, "a.test", "b.test")
+	sockA, sockB := filepath.Join(dir, "a.test"), filepath.Join(dir, "b.test")
 
 	get := func(sock, name string, ver byte, src, dst string) (string, error) {
 		resp, err := bsGet(t, sock, bsHeader(t, ver, src, dst, name), name)
