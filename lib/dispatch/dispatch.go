@@ -200,6 +200,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff.Reset()
 		r := &record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr(), closer: c}
 		if !s.trackConn(r) {
+			// Accepted after the shutdown timeout cut everything.
 			c.Close()
 			s.release()
 			return ErrServerClosed
@@ -256,6 +257,11 @@ func (s *Server) closing() bool {
 	return s.shutdown
 }
 
+// track registers a listener being served. A Serve loop counts as active
+// until it returns, so that Shutdown waits for it, and for a connection it
+// accepted in the moment the listener was closed: that connection is
+// served, not dropped (under socket activation, every connection the
+// kernel queued is either served here or left queued for the next run).
 func (s *Server) track(ln net.Listener) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -263,6 +269,7 @@ func (s *Server) track(ln net.Listener) bool {
 		return false
 	}
 	s.listeners[ln] = struct{}{}
+	s.active.Add(1)
 	return true
 }
 
@@ -270,12 +277,15 @@ func (s *Server) untrack(ln net.Listener) {
 	s.mu.Lock()
 	delete(s.listeners, ln)
 	s.mu.Unlock()
+	s.active.Done()
 }
 
+// trackConn registers an accepted connection, unless Shutdown has already
+// cut every connection.
 func (s *Server) trackConn(r *record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.shutdown {
+	if s.ctx.Err() != nil {
 		return false
 	}
 	s.conns[r] = struct{}{}
