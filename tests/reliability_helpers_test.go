@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,6 +52,9 @@ type xferSpec struct {
 	ID       uint32
 	Up, Down int64
 	Order    byte
+	// Hold, if set, keeps the client from reading until it is closed:
+	// the down direction backs up into snilisten.
+	Hold <-chan struct{}
 }
 
 const xferMagic = "SNIX"
@@ -101,6 +105,9 @@ type xferServer struct {
 	// which a PROXY header or a handoff message sets), if KeepPeers.
 	KeepPeers bool
 	peers     []string
+	// Gate, if set, holds every transfer after its control block until
+	// it is closed: connections pile up open and idle.
+	Gate chan struct{}
 }
 
 func newXferServer() *xferServer { return &xferServer{results: map[uint32]chan xferResult{}} }
@@ -197,6 +204,9 @@ func (s *xferServer) handle(c net.Conn) {
 	if err != nil {
 		return
 	}
+	if g := s.Gate; g != nil {
+		<-g
+	}
 	res := xferResult{HelloBytes: helloLen}
 	send := func() error {
 		h := sha256.New()
@@ -268,7 +278,15 @@ type xferOutcome struct {
 // directions against what srv recorded.
 func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Duration) xferOutcome {
 	out := xferOutcome{Spec: spec}
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if spec.Hold != nil {
+		// A small receive buffer, so that what the client does not read
+		// backs up into snilisten at once.
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		out.Err = fmt.Errorf("dial: %w", err)
 		return out
@@ -293,8 +311,12 @@ func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Dura
 		}
 		sendErr <- err
 	}()
+	if spec.Hold != nil {
+		<-spec.Hold
+	}
 	downSum := sha256.New()
-	n, rerr := io.Copy(downSum, c)
+	head := &headWriter{max: 7}
+	n, rerr := io.Copy(io.MultiWriter(downSum, head), c)
 	serr := <-sendErr
 	out.Wire = int64(len(hello)) + 32 + spec.Up
 	if rerr != nil || serr != nil {
@@ -302,7 +324,11 @@ func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Dura
 		return out
 	}
 	if n != spec.Down {
-		out.Err = fmt.Errorf("received %d bytes, want %d", n, spec.Down)
+		if a := alertOf(head.b); a >= 0 && n == 7 {
+			out.Err = fmt.Errorf("TLS alert %d from snilisten", a)
+		} else {
+			out.Err = fmt.Errorf("received %d bytes, want %d", n, spec.Down)
+		}
 		return out
 	}
 	res, ok := srv.Result(spec.ID, 30*time.Second)
@@ -323,6 +349,19 @@ func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Dura
 		out.Verified = spec.Up + spec.Down
 	}
 	return out
+}
+
+// headWriter keeps the first max bytes written to it.
+type headWriter struct {
+	b   []byte
+	max int
+}
+
+func (h *headWriter) Write(p []byte) (int, error) {
+	if k := min(len(p), h.max-len(h.b)); k > 0 {
+		h.b = append(h.b, p[:k]...)
+	}
+	return len(p), nil
 }
 
 // startSnilistenCmd starts cmd, which runs snilisten somehow (under a
