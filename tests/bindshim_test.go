@@ -602,11 +602,11 @@ func TestBindshimUsage(t *testing.T) {
 
 	// The environment contract the library reads.
 	out, code := run(withLib, "-d", dir, "-p", "8443", "-m", "600", "-g", "65534", "-trust-uid", "65534", "-trust-uid", "1,2",
-		"-header-timeout", "250ms", "-replace", "env.test", "-alias", "x.test", "--", "env")
+		"-header-timeout", "250ms", "-replace", "-handoff", "env.test", "-alias", "x.test", "--", "env")
 	for _, want := range []string{
 		"LD_PRELOAD=" + lib + "\n", "BINDSHIM_SOCKET=" + filepath.Join(dir, "env.test") + "\n", "BINDSHIM_PORT=8443\n",
 		"BINDSHIM_MODE=600\n", "BINDSHIM_GID=65534\n", "BINDSHIM_TRUST_UIDS=65534,1,2\n",
-		"BINDSHIM_HEADER_TIMEOUT_MS=250\n", "BINDSHIM_REPLACE=1\n",
+		"BINDSHIM_HEADER_TIMEOUT_MS=250\n", "BINDSHIM_REPLACE=1\n", "BINDSHIM_HANDOFF=1\n",
 	} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("environment: exit %d, missing %q in:\n%s", code, want, out)
