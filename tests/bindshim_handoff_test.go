@@ -204,7 +204,7 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 	bsNeedRoot(t)
 	dir := bsDir(t)
 	port := freePort(t)
-	pr := startProbe(t, port, "-d", dir, "-p", strconv.Itoa(port), "-m", "0666", "-header-timeout", "300ms", "-handoff", "ho.test")
+	pr := bsStartProbe(t, port, "-d", dir, "-p", strconv.Itoa(port), "-m", "0666", "-header-timeout", "300ms", "-handoff", "ho.test")
 	sock := filepath.Join(dir, "ho.test")
 	pr.expect("", "listening fd=3 nonblock=1 cloexec=1")
 	bsWaitSocket(t, pr.p, sock)
@@ -290,7 +290,7 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 	c.Write([]byte("hello\n"))
 	cport := c.LocalAddr().(*net.TCPAddr).Port
 	line := pr.expect("acceptf 4 0", "nonblock=0 cloexec=0 accept", fmt.Sprintf("len=16 family=2 addr=- bytes=0200%04xaaaaaaaa", cport))
-	fd := probeFD(line)
+	fd := bsProbeFD(line)
 	pr.expect("peer "+fd+" 16", fmt.Sprintf("len=16 family=2 addr=127.0.0.51:%d", cport))
 	pr.expect("name "+fd+" 16", "len=16 family=2 addr="+c.RemoteAddr().String())
 	// A real TCP socket: options reach the kernel (IPV6_V6ONLY fails on
@@ -318,8 +318,18 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 			pr.expect("acceptf 16 1", "accept err=Invalid argument")
 		}
 		line := pr.expect("acceptf 16 "+fl.flags, fl.want, "addr="+c.LocalAddr().String())
-		pr.expect("close "+probeFD(line), "close r=0")
+		pr.expect("close "+bsProbeFD(line), "close r=0")
 	}
+
+	// Short of descriptors, accept says EMFILE and loses nothing, though
+	// one is free for the sender's connection.
+	c, f, fd0 = hoCarry(t, "127.0.0.54", true)
+	hoSend(t, sock, msg, fd0)
+	f.Close()
+	pr.expect("full", "full r=0")
+	pr.expect("acceptf 16 0", "accept err=Too many open files")
+	pr.expect("unlimit", "unlimit r=0")
+	pr.expect("close "+bsProbeFD(pr.expect("acceptf 16 0", "addr="+c.LocalAddr().String())), "close r=0")
 
 	// A client announced by a trusted sender (root) is what accept and
 	// getpeername say, in the socket's family; getsockname stays real.
@@ -329,12 +339,12 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 	}
 	s.Close()
 	line = pr.expect("acceptf 16 524288", "nonblock=0 cloexec=1 accept", "len=16 family=2 addr=203.0.113.60:4444")
-	fd = probeFD(line)
+	fd = bsProbeFD(line)
 	pr.expect("peer "+fd+" 16", "len=16 family=2 addr=203.0.113.60:4444")
 	pr.expect("peer "+fd+" 8", "len=16 family=2 addr=- bytes=0200115ccb00713caaaa")
 	pr.expect("name "+fd+" 16", "addr="+c.RemoteAddr().String())
 	pr.expect("opt "+fd, "nodelay=0 v6only=-1 domain=2")
-	dup := probeFD(pr.expect("dup " + fd))
+	dup := bsProbeFD(pr.expect("dup " + fd))
 	pr.expect("close "+fd, "close r=0")
 	pr.expect("peer "+dup+" 16", "addr=203.0.113.60:4444")
 	pr.expect("close "+dup, "close r=0")
@@ -344,7 +354,7 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	fd = probeFD(pr.expect("acceptf 64 0", "len=28 family=10"))
+	fd = bsProbeFD(pr.expect("acceptf 64 0", "len=28 family=10"))
 	pr.expect("peer "+fd+" 64", "len=28 family=10 addr=- bytes=0a00115d0000000020010db8")
 	pr.expect("close "+fd, "close r=0")
 
@@ -367,7 +377,7 @@ func TestBindshimHandoffSocketCalls(t *testing.T) {
 	if out, err := bsAsNobody(t, nil, sender, sock, tport, "0"); err != nil || out != "sent\n" {
 		t.Fatalf("sender as uid 65534: %v %q", err, out)
 	}
-	fd = probeFD(pr.expect("acceptf 16 0", "len=16 family=2 addr=127.0.0.1:"+tport))
+	fd = bsProbeFD(pr.expect("acceptf 16 0", "len=16 family=2 addr=127.0.0.1:"+tport))
 	pr.expect("close "+fd, "close r=0")
 }
 

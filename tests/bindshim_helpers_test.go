@@ -191,18 +191,18 @@ func bsFileHas(path, s string) bool {
 	return strings.Contains(string(b), s)
 }
 
-// probe drives the C program of probeSource under bindshim: one command
+// bsProbe drives the C program of probeSource under bindshim: one command
 // in, one line out.
-type probe struct {
+type bsProbe struct {
 	t     testing.TB
 	p     *Proc
 	stdin io.WriteCloser
 	lines int
 }
 
-// startProbe compiles probeSource and runs it under bindshim with args
+// bsStartProbe compiles probeSource and runs it under bindshim with args
 // (flags and host), the probe binding TCP port.
-func startProbe(t testing.TB, port int, args ...string) *probe {
+func bsStartProbe(t testing.TB, port int, args ...string) *bsProbe {
 	t.Helper()
 	need(t, "cc")
 	tmp := t.TempDir()
@@ -218,14 +218,14 @@ func startProbe(t testing.TB, port int, args ...string) *probe {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr := &probe{t: t, stdin: stdin}
+	pr := &bsProbe{t: t, stdin: stdin}
 	pr.p = start(t, cmd)
 	t.Cleanup(func() { stdin.Close() })
 	return pr
 }
 
 // do sends one command (none if empty) and returns the line it printed.
-func (pr *probe) do(command string) string {
+func (pr *bsProbe) do(command string) string {
 	pr.t.Helper()
 	if command != "" {
 		fmt.Fprintln(pr.stdin, command)
@@ -244,7 +244,7 @@ func (pr *probe) do(command string) string {
 }
 
 // expect runs command and checks that its line contains each of want.
-func (pr *probe) expect(command string, want ...string) string {
+func (pr *bsProbe) expect(command string, want ...string) string {
 	pr.t.Helper()
 	got := pr.do(command)
 	for _, w := range want {
@@ -255,8 +255,8 @@ func (pr *probe) expect(command string, want ...string) string {
 	return got
 }
 
-// probeFD is the descriptor number in a probe's "r=N" answer.
-func probeFD(line string) string {
+// bsProbeFD is the descriptor number in a probe's "r=N" answer.
+func bsProbeFD(line string) string {
 	_, after, _ := strings.Cut(line, "r=")
 	if f := strings.Fields(after); len(f) > 0 {
 		return f[0]

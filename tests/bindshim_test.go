@@ -719,7 +719,8 @@ func TestBindshimInstall(t *testing.T) {
 // the call returned: it pins the library's contract at the level of
 // system calls (flags kept, EAGAIN, addrlen truncation, dup and close).
 // "acceptf len flags" prints the returned descriptor's O_NONBLOCK and
-// FD_CLOEXEC first; flags -1 calls accept() rather than accept4().
+// FD_CLOEXEC first; flags -1 calls accept() rather than accept4(). "full"
+// lowers RLIMIT_NOFILE to leave one descriptor free, "unlimit" undoes it.
 const probeSource = `#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -796,6 +797,15 @@ int main(int argc, char **argv)
 			if (r >= 0)
 				printf("nonblock=%d cloexec=%d ", !!(fcntl(r, F_GETFL) & O_NONBLOCK), !!(fcntl(r, F_GETFD) & FD_CLOEXEC));
 			show("accept", r, buf, len, n);
+		} else if (strncmp(line, "full", 4) == 0) {
+			/* Leave one descriptor free, the lowest. */
+			fd = dup(0);
+			close(fd);
+			rl.rlim_cur = fd + 1;
+			printf("full r=%d lowest=%d\n", setrlimit(RLIMIT_NOFILE, &rl), fd);
+		} else if (strncmp(line, "unlimit", 7) == 0) {
+			rl.rlim_cur = rl.rlim_max;
+			printf("unlimit r=%d\n", setrlimit(RLIMIT_NOFILE, &rl));
 		} else if (sscanf(line, "peer %d %d", &fd, &n) == 2) {
 			len = n;
 			r = getpeername(fd, (struct sockaddr *)buf, &len);
@@ -834,8 +844,8 @@ int main(int argc, char **argv)
 func TestBindshimSocketCalls(t *testing.T) {
 	dir := bsDir(t)
 	port := freePort(t)
-	pr := startProbe(t, port, "-d", dir, "-p", strconv.Itoa(port), "-header-timeout", "300ms", "probe.test")
-	expect, fdOf := pr.expect, probeFD
+	pr := bsStartProbe(t, port, "-d", dir, "-p", strconv.Itoa(port), "-header-timeout", "300ms", "probe.test")
+	expect, fdOf := pr.expect, bsProbeFD
 	nofile := 0
 	fmt.Sscanf(expect("", "listening fd=3 nonblock=1 cloexec=1"), "listening fd=3 nonblock=1 cloexec=1 nofile=%d", &nofile)
 	sock := filepath.Join(dir, "probe.test")

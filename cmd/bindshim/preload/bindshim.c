@@ -800,7 +800,8 @@ static int tcp_socket(int c)
  * descriptor, with a malformed payload, with something else than a
  * connected TCP socket, or announcing a client address from an untrusted
  * sender is dropped: every descriptor it brought is closed, and -1
- * returned.
+ * returned. -2 says the process had no descriptor free for the socket:
+ * the kernel discarded it.
  */
 static int take_handoff(int s, struct bs_handoff *m)
 {
@@ -848,6 +849,8 @@ static int take_handoff(int s, struct bs_handoff *m)
 				REAL(close)(one);
 		}
 	}
+	if (nfds == 0 && (msg.msg_flags & MSG_CTRUNC))
+		return -2;
 	/* A payload longer than buf (MSG_TRUNC) is read as far as buf goes:
 	 * receivers ignore what follows the fields they know. */
 	if (nfds != 1 || (msg.msg_flags & MSG_CTRUNC) || bs_handoff_parse(buf, (size_t)n, m) != 0 ||
@@ -926,13 +929,29 @@ static int handoff_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int
 		struct bs_handoff m;
 		union addr peer;
 		socklen_t peer_len = sizeof peer;
-		int c, s = REAL(accept4)(fd, NULL, NULL, SOCK_CLOEXEC);
+		int c, s, err;
+		/* Hold a descriptor for the one to receive: when the process
+		 * has too few, accept says EMFILE and the sender stays queued,
+		 * as a connection stays queued for the kernel's accept. */
+		int spare = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 
-		if (s < 0)
+		if (spare < 0)
 			return -1;
+		s = REAL(accept4)(fd, NULL, NULL, SOCK_CLOEXEC);
+		err = errno;
+		REAL(close)(spare);
+		if (s < 0) {
+			errno = err;
+			return -1;
+		}
 		forget(s);
 		c = take_handoff(s, &m);
 		REAL(close)(s);
+		if (c == -2) {
+			/* Another thread took the spare descriptor. */
+			errno = EMFILE;
+			return -1;
+		}
 		if (c < 0)
 			continue;
 		forget(c);
