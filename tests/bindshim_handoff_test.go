@@ -388,8 +388,9 @@ func startPythonHandoff(t *testing.T, dir, host string, flags ...string) *Proc {
 }
 
 // TestBindshimHandoffPython: python's http.server (blocking accept) under
-// bindshim -handoff behind snilisten sees the real clients, and bad
-// messages sent straight to its socket never reach it.
+// bindshim -handoff behind snilisten sees the real clients, or the client
+// a trusted front announced; bad messages sent straight to its socket
+// never reach it.
 func TestBindshimHandoffPython(t *testing.T) {
 	need(t, "curl")
 	dir := bsDir(t)
@@ -447,13 +448,28 @@ func TestBindshimHandoffPython(t *testing.T) {
 	if err != nil || !strings.Contains(body, "client=198.51.100.77 peer=('198.51.100.77', 5555) local=('127.0.0.1', ") {
 		t.Errorf("announced client: %q, %v", body, err)
 	}
-	for _, client := range []string{"127.0.0.41", "127.0.0.42", "198.51.100.77"} {
+	// Behind a trusted front (-accept-proxy), snilisten announces the
+	// client the front named, and python sees that client.
+	front := startSnilisten(t, "-unix-directory", dir, "-accept-proxy", "127.0.0.46/32")
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 46)}}
+	fc, err := d.Dial("tcp", front.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, err := fc.Write(bsHeader(t, 2, "192.0.2.88:6000", "192.0.2.1:443", "")); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := tlsGet(t, fc, "hopy.example.test"); err != nil || !strings.Contains(body, "client=192.0.2.88 peer=('192.0.2.88', 6000) local=('127.0.0.1', ") {
+		t.Errorf("client announced by a front through snilisten: %q, %v", body, err)
+	}
+	for _, client := range []string{"127.0.0.41", "127.0.0.42", "198.51.100.77", "192.0.2.88"} {
 		waitFor(t, 5*time.Second, "the access log line of "+client, func() bool {
 			return strings.Contains(p.Output(), client+" - - [")
 		})
 	}
-	if strings.Count(p.Output(), " - - [") != 3 {
-		t.Errorf("python logged other requests than the three:\n%s", p.Output())
+	if strings.Count(p.Output(), " - - [") != 4 {
+		t.Errorf("python logged other requests than the four:\n%s", p.Output())
 	}
 }
 
