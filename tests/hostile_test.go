@@ -1,0 +1,557 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hello is a ClientHello under construction, for inputs no TLS library
+// would send.
+type hello struct {
+	recordVersion uint16 // 0x0301 if 0
+	legacyVersion uint16 // 0x0303 if 0
+	exts          []helloExt
+	recordSize    int // split the handshake message into records of this size (16384 if 0)
+}
+
+type helloExt struct {
+	typ  uint16
+	body []byte
+}
+
+// sniExt is a server_name extension with the given entries, each a
+// name type (byte) followed by a name (string).
+func sniExt(entries ...any) helloExt {
+	var list []byte
+	for i := 0; i+1 < len(entries); i += 2 {
+		name := entries[i+1].(string)
+		list = append(list, entries[i].(byte))
+		list = binary.BigEndian.AppendUint16(list, uint16(len(name)))
+		list = append(list, name...)
+	}
+	body := binary.BigEndian.AppendUint16(nil, uint16(len(list)))
+	return helloExt{typ: 0, body: append(body, list...)}
+}
+
+// message is the handshake message: type, length, body.
+func (h hello) message() []byte {
+	lv := h.legacyVersion
+	if lv == 0 {
+		lv = 0x0303
+	}
+	body := binary.BigEndian.AppendUint16(nil, lv)
+	body = append(body, make([]byte, 32)...)          // random
+	body = append(body, 0)                            // session id
+	body = append(body, 0, 4, 0x13, 0x01, 0xc0, 0x2f) // cipher suites
+	body = append(body, 1, 0)                         // compression
+	if h.exts != nil {
+		var exts []byte
+		for _, e := range h.exts {
+			exts = binary.BigEndian.AppendUint16(exts, e.typ)
+			exts = binary.BigEndian.AppendUint16(exts, uint16(len(e.body)))
+			exts = append(exts, e.body...)
+		}
+		body = binary.BigEndian.AppendUint16(body, uint16(len(exts)))
+		body = append(body, exts...)
+	}
+	msg := []byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
+	return append(msg, body...)
+}
+
+// bytes frames the message in records.
+func (h hello) bytes() []byte { return frameRecords(h.message(), h.recordVersion, h.recordSize) }
+
+func frameRecords(msg []byte, version uint16, size int) []byte {
+	if version == 0 {
+		version = 0x0301
+	}
+	if size == 0 {
+		size = 16384
+	}
+	var out []byte
+	for len(msg) > 0 {
+		n := min(size, len(msg))
+		out = append(out, 22, byte(version>>8), byte(version))
+		out = binary.BigEndian.AppendUint16(out, uint16(n))
+		out = append(out, msg[:n]...)
+		msg = msg[n:]
+	}
+	return out
+}
+
+// versionsExt is supported_versions offering TLS 1.3 and 1.2.
+var versionsExt = helloExt{43, []byte{4, 3, 4, 3, 3}}
+
+// trapBackends is a socket directory for snilisten inside a directory
+// tree built as a trap: sockets sit where a path traversal would land
+// (beside the directory, above it, at absolute paths a name could spell,
+// and behind a symlink next to it), and every one counts connections.
+// Inside the directory, counting sockets stand for the names that may be
+// served; each records the bytes it received.
+type trapBackends struct {
+	dir   string
+	traps atomic.Int64
+	mu    sync.Mutex
+	got   map[string][][]byte // socket name -> what each connection sent
+}
+
+func newTrapBackends(t *testing.T, names ...string) *trapBackends {
+	t.Helper()
+	root := socketDir(t)
+	tb := &trapBackends{dir: filepath.Join(root, "tls"), got: map[string][][]byte{}}
+	if err := os.Mkdir(tb.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	trap := func(path string) {
+		os.Remove(path)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close(); os.Remove(path) })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				tb.traps.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	for _, p := range []string{"trap", "etc", "passwd", "x"} {
+		trap(filepath.Join(root, p))
+	}
+	abs := fmt.Sprintf("/tmp/snit-trap-%d", os.Getpid())
+	trap(abs)
+	// A symlink inside the directory whose name no valid host name can
+	// spell, pointing at a trap outside.
+	os.Symlink(filepath.Join(root, "x"), filepath.Join(tb.dir, "..x"))
+	for _, name := range names {
+		if len(filepath.Join(tb.dir, name)) > 107 {
+			continue // longer than a UNIX socket address can be
+		}
+		ln, err := net.Listen("unix", filepath.Join(tb.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					b, _ := io.ReadAll(c)
+					tb.mu.Lock()
+					tb.got[name] = append(tb.got[name], b)
+					tb.mu.Unlock()
+				}()
+			}
+		}()
+	}
+	return tb
+}
+
+// served returns how many connections reached each name.
+func (tb *trapBackends) served() map[string]int {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	m := map[string]int{}
+	for k, v := range tb.got {
+		m[k] = len(v)
+	}
+	return m
+}
+
+// helloProbe sends payload to addr, half-closes, and returns what came back
+// before snilisten closed.
+func helloProbe(addr string, payload []byte) ([]byte, error) {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(payload); err != nil {
+		return nil, err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	return io.ReadAll(c)
+}
+
+// hostileCase is one input and what snilisten must do with it.
+type hostileCase struct {
+	name    string
+	payload []byte
+	// want: "served NAME" (relayed intact to that socket), "alert N",
+	// "close" (closed without a byte) or "refused" (an alert or a close:
+	// either way, no backend).
+	want string
+}
+
+func label(n int, c byte) string { return strings.Repeat(string(c), n) }
+
+// hostileHellos is the corpus of malformed and strange ClientHellos.
+func hostileHellos() []hostileCase {
+	ok := func(exts ...helloExt) hello {
+		return hello{exts: append([]helloExt{sniExt(byte(0), "app.example.test")}, exts...)}
+	}
+	var cs []hostileCase
+	add := func(name string, b []byte, want string) { cs = append(cs, hostileCase{name, b, want}) }
+
+	add("well-formed", ok(versionsExt).bytes(), "served app.example.test")
+	add("upper case and trailing dot", hello{exts: []helloExt{sniExt(byte(0), "APP.Example.TEST.")}}.bytes(), "served app.example.test")
+	add("TLS 1.0 record and client version, no extensions", hello{legacyVersion: 0x0301}.bytes(), "served default.example.test")
+	add("TLS 1.0 record and client version", hello{legacyVersion: 0x0301, exts: ok().exts}.bytes(), "served app.example.test")
+	add("SSL 3.0 record version", hello{recordVersion: 0x0300, exts: ok().exts}.bytes(), "served app.example.test")
+	add("record version 0x0000", hello{recordVersion: 0x0000, exts: ok().exts}.bytes(), "served app.example.test")
+	add("record version 0x1000", hello{recordVersion: 0x1000, exts: ok().exts}.bytes(), "alert 50")
+	add("one-byte records", hello{recordSize: 1, exts: ok(versionsExt).exts}.bytes(), "served app.example.test")
+	add("SSLv2-compatible hello", []byte{0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x04, 0x00, 0x00, 0x05, 0x00, 0x00, 0x0a, 0x01, 0x00, 0x80, 0x07, 0x00, 0xc0, 0x03, 0x00, 0x80, 0x00, 0x00, 0x09, 0x06, 0x00, 0x40, 0x00, 0x00, 0x64, 0x00, 0x00, 0x62, 0x00, 0x00, 0x03, 0x00, 0x00, 0x06}, "close")
+	add("HTTP request", []byte("GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n"), "close")
+	add("CONNECT request", []byte("CONNECT app.example.test:443 HTTP/1.1\r\n\r\n"), "close")
+	add("PROXY header from an untrusted client", append([]byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 443\r\n"), ok().bytes()...), "close")
+	add("a TLS alert", []byte{21, 3, 3, 0, 2, 2, 40}, "refused")
+	add("application data record", []byte{23, 3, 3, 0, 5, 1, 2, 3, 4, 5}, "refused")
+	add("ServerHello", append([]byte{22, 3, 3, 0, 4}, 2, 0, 0, 0), "alert 50")
+	add("empty record", []byte{22, 3, 1, 0, 0}, "close")
+	add("17 empty records", bytes.Repeat([]byte{22, 3, 1, 0, 0}, 17), "alert 50")
+	add("record longer than 2^14", append([]byte{22, 3, 1, 0x40, 0x01}, make([]byte, 0x4001)...), "alert 50")
+
+	// Server names.
+	add("duplicate server_name extension", ok(sniExt(byte(0), "app.example.test")).bytes(), "alert 50")
+	add("two host names in one list", hello{exts: []helloExt{sniExt(byte(0), "app.example.test", byte(0), "evil.example.test")}}.bytes(), "alert 50")
+	add("unknown name type before the host name", hello{exts: []helloExt{sniExt(byte(7), "evil", byte(0), "app.example.test")}}.bytes(), "served app.example.test")
+	add("only an unknown name type", hello{exts: []helloExt{sniExt(byte(7), "app.example.test")}}.bytes(), "served default.example.test")
+	add("empty server_name list", hello{exts: []helloExt{{0, []byte{0, 0}}}}.bytes(), "alert 50")
+	add("empty host name", hello{exts: []helloExt{{0, []byte{0, 3, 0, 0, 0}}}}.bytes(), "alert 50")
+	add("host name longer than its list", hello{exts: []helloExt{{0, []byte{0, 5, 0, 0, 9, 'a', 'b'}}}}.bytes(), "alert 50")
+	add("list longer than the extension", hello{exts: []helloExt{{0, []byte{0, 9, 0, 0, 2, 'a', 'b'}}}}.bytes(), "alert 50")
+	for _, name := range []string{
+		"app.example.test\x00", "app.example.test\x00.evil", "\x00", "app.example.test/", "app.example.test/.", "./app.example.test",
+		"../trap", "..", ".", "../etc", "a/../../trap", "/tmp/snit-trap", "..x", "../x", "..\\trap", "%2e%2e/trap", "..%2ftrap",
+		"app..example.test", ".app.example.test", "app.example.test..", "-app.example.test", "app-.example.test",
+		"app.ex\u00e4mple.test", "\xff\xfe", "app.example.test\r\nX: y", "app example.test", "app.example.test:443",
+		"*.example.test", "app.example.test\t", "127.0.0.1", "[::1]", "::1", "0x7f000001", "2130706433", "1.2.3.4.",
+		label(64, 'a') + ".example.test", label(63, 'a') + "." + label(63, 'b') + "." + label(63, 'c') + "." + label(63, 'd'),
+		label(255, 'a'), strings.Repeat("a.", 127) + "a", label(1000, 'a'), strings.Repeat("../", 100) + "trap",
+	} {
+		add(fmt.Sprintf("name %q", trunc(name, 40)), hello{exts: []helloExt{sniExt(byte(0), name)}}.bytes(), "alert 112")
+	}
+	add("63-byte label (valid)", hello{exts: []helloExt{sniExt(byte(0), label(63, 'a')+".example.test")}}.bytes(), "alert 112") // valid, no such socket
+
+	// Sizes.
+	var many []helloExt
+	for i := range 10000 {
+		many = append(many, helloExt{typ: uint16(1000 + i)})
+	}
+	add("10,000 extensions", ok(many...).bytes(), "served app.example.test")
+	add("10,000 extensions, the last a duplicate", ok(append(many, helloExt{typ: 1000})...).bytes(), "alert 50")
+	pad := func(n int) helloExt { return helloExt{21, make([]byte, n)} }
+	base := len(ok().message())
+	add("64 KiB hello", ok(pad(64<<10-base-4)).bytes(), "served app.example.test")
+	add("64 KiB hello in 1 KiB records", hello{recordSize: 1024, exts: ok(pad(64<<10 - base - 4)).exts}.bytes(), "served app.example.test")
+	add("65 KiB hello", ok(pad(65<<10-base-4)).bytes(), "alert 50")
+	// More bytes of records than the socket's receive buffer holds
+	// while nothing is read: the hello can never be seen whole, and the
+	// client is closed at the peek timeout.
+	add("64 KiB hello in 3-byte records", hello{recordSize: 3, exts: ok(pad(64<<10 - base - 4)).exts}.bytes(), "refused")
+	add("hello announcing 16 MiB", []byte{22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff}, "alert 50")
+
+	// Wrong lengths, everywhere.
+	good := ok(versionsExt).bytes()
+	for _, tc := range []struct {
+		name string
+		at   int // offset of a big-endian length field
+		size int // 2 or 3 bytes
+	}{{"record", 3, 2}, {"handshake", 6, 3}, {"extensions", 5 + 4 + 2 + 32 + 1 + 2 + 4 + 2, 2}} {
+		for _, delta := range []int{-100, -1, 1, 100, 40000} {
+			b := append([]byte(nil), good...)
+			v := int(b[tc.at])<<8 | int(b[tc.at+1])
+			if tc.size == 3 {
+				v = int(b[tc.at])<<16 | int(b[tc.at+1])<<8 | int(b[tc.at+2])
+			}
+			v = max(v+delta, 0)
+			if tc.size == 3 {
+				b[tc.at], b[tc.at+1], b[tc.at+2] = byte(v>>16), byte(v>>8), byte(v)
+			} else {
+				b[tc.at], b[tc.at+1] = byte(v>>8), byte(v)
+			}
+			add(fmt.Sprintf("%s length %+d", tc.name, delta), b, "refused")
+		}
+	}
+
+	// Random bytes, and random bytes after a handshake record header.
+	r := rand.New(rand.NewPCG(10, 10))
+	for i := range 100 {
+		b := make([]byte, 1+r.IntN(2000))
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		if i%2 == 1 {
+			copy(b, []byte{22, 3, 1, byte(len(b) >> 8), byte(len(b))})
+		}
+		add(fmt.Sprintf("random %d", i), b, "refused")
+	}
+	// Single-bit flips of a good hello.
+	for i := range 200 {
+		b := append([]byte(nil), good...)
+		b[r.IntN(len(b))] ^= 1 << r.IntN(8)
+		add(fmt.Sprintf("bit flip %d", i), b, "any")
+	}
+	return cs
+}
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// TestHostileClientHellos sends snilisten the hostile corpus, then every
+// capture of a real client truncated at every byte, into a directory
+// tree built as a trap. Every input gets the right alert or a plain
+// close, no trap is ever connected to, what is served arrives byte for
+// byte, and snilisten is unharmed and back at its baseline.
+func TestHostileClientHellos(t *testing.T) {
+	capDir := filepath.Join("..", "lib", "clienthello", "testdata", "captures")
+	manifest, err := os.ReadFile(filepath.Join(capDir, "manifest.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type capture struct {
+		file, sni  string
+		data       []byte
+		unservable bool // the socket path would be too long
+	}
+	var caps []capture
+	names := []string{"app.example.test", "default.example.test"}
+	for _, l := range strings.Split(strings.TrimSpace(string(manifest)), "\n")[1:] {
+		f := strings.Split(l, "\t")
+		data, err := os.ReadFile(filepath.Join(capDir, f[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sni := strings.ToLower(strings.TrimSuffix(f[1], "."))
+		if sni == "-" {
+			sni = "default.example.test"
+		} else {
+			names = append(names, sni)
+		}
+		caps = append(caps, capture{file: f[0], sni: sni, data: data})
+	}
+	tb := newTrapBackends(t, names...)
+	for i := range caps {
+		caps[i].unservable = len(filepath.Join(tb.dir, caps[i].sni)) > 107
+	}
+	s := startSnilisten(t, "-unix-directory", tb.dir, "-default-hostname", "default.example.test", "-peek-timeout", "2s", "-metrics-listen", "127.0.0.1:0", "-q")
+	m := metricsAddr(t, s.Proc)
+	if _, err := helloProbe(s.Addr, caps[0].data); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "idle", func() bool { return metricValue(t, m, "snilisten_connections_active", "") == 0 })
+	base := takeBaseline(t, s, m)
+	warm := tb.served()
+
+	// The corpus.
+	cases := hostileHellos()
+	type result struct {
+		c     hostileCase
+		reply []byte
+		err   error
+		took  time.Duration
+	}
+	results := make([]result, len(cases))
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				t0 := time.Now()
+				reply, err := helloProbe(s.Addr, cases[i].payload)
+				results[i] = result{cases[i], reply, err, time.Since(t0)}
+			}
+		}()
+	}
+	for i := range cases {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	wantServed := map[string]int{}
+	resets, anyCases := 0, 0
+	var slowest []string
+	for _, r := range results {
+		got := "close"
+		switch {
+		case errors.Is(r.err, syscall.ECONNRESET) && len(r.reply) == 0:
+			// Closed with the client's bytes unread: the kernel resets.
+			resets++
+		case r.err != nil && len(r.reply) == 0:
+			got = "error " + r.err.Error()
+		case alertOf(r.reply) >= 0 && len(r.reply) == 7:
+			got = fmt.Sprintf("alert %d", alertOf(r.reply))
+		case len(r.reply) > 0:
+			got = fmt.Sprintf("%d bytes %x", len(r.reply), r.reply[:min(len(r.reply), 16)])
+		}
+		if r.took > 2*time.Second {
+			slowest = append(slowest, fmt.Sprintf("%s (%v, %s)", r.c.name, r.took.Round(time.Millisecond), got))
+		}
+		switch want := r.c.want; {
+		case want == "any":
+			anyCases++
+		case strings.HasPrefix(want, "served "):
+			wantServed[strings.TrimPrefix(want, "served ")]++
+			if got != "close" {
+				t.Errorf("%s: %s, want it relayed", r.c.name, got)
+			}
+		case want == "refused":
+			if got != "close" && !strings.HasPrefix(got, "alert ") {
+				t.Errorf("%s: %s, want an alert or a close", r.c.name, got)
+			}
+		case got != want:
+			t.Errorf("%s: %s, want %s", r.c.name, got, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "the corpus done", func() bool { return metricValue(t, m, "snilisten_connections_active", "") == 0 })
+	// What was served arrived byte for byte, and only what should.
+	got := tb.served()
+	for name, n := range wantServed {
+		// Bit flips ("any") may leave a hello valid, and served.
+		if reached := got[name] - warm[name]; reached < n || reached > n+anyCases {
+			t.Errorf("%s was reached %d times, want %d", name, reached, n)
+		}
+	}
+	tb.mu.Lock()
+	for _, b := range tb.got["app.example.test"] {
+		found := false
+		for _, r := range results {
+			if bytes.Equal(b, r.c.payload) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("app.example.test received %d bytes that no client sent as such", len(b))
+		}
+	}
+	tb.mu.Unlock()
+	bitFlipsServed := got["app.example.test"] - warm["app.example.test"] - wantServed["app.example.test"]
+
+	// Every capture truncated at every byte (every 7th byte in the short
+	// form, every byte of two of them), then whole.
+	truncated := 0
+	for i, c := range caps {
+		stride := 7
+		if soakEnabled() || i < 2 {
+			stride = 1
+		}
+		var lens []int
+		for n := 1; n < len(c.data); n += stride {
+			lens = append(lens, n)
+		}
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := range work {
+					reply, err := helloProbe(s.Addr, c.data[:n])
+					if len(reply) != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+						t.Errorf("%s cut at %d bytes: %x, %v; want a plain close", c.file, n, reply, err)
+					}
+				}
+			}()
+		}
+		for _, n := range lens {
+			work <- n
+		}
+		close(work)
+		wg.Wait()
+		truncated += len(lens)
+		reply, err := helloProbe(s.Addr, c.data)
+		if c.unservable {
+			// No socket can be named after it: unrecognized_name.
+			if alertOf(reply) != 112 {
+				t.Errorf("%s whole: %x, %v; want alert 112", c.file, reply, err)
+			}
+		} else if len(reply) != 0 || err != nil {
+			t.Errorf("%s whole: %x, %v", c.file, reply, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the captures done", func() bool { return metricValue(t, m, "snilisten_connections_active", "") == 0 })
+	after := tb.served()
+	for _, c := range caps {
+		if c.unservable {
+			continue
+		}
+		want := 1
+		for _, d := range caps {
+			if d.sni == c.sni && d.file != c.file {
+				want++
+			}
+		}
+		if n := after[c.sni] - got[c.sni]; n != want {
+			t.Errorf("%s: its backend was reached %d times, want %d (the whole hellos only)", c.file, n, want)
+		}
+	}
+	tb.mu.Lock()
+	for _, c := range caps {
+		if c.unservable {
+			continue
+		}
+		found := false
+		for _, b := range tb.got[c.sni] {
+			found = found || bytes.Equal(b, c.data)
+		}
+		if !found {
+			t.Errorf("%s: its backend never received it byte for byte", c.file)
+		}
+	}
+	tb.mu.Unlock()
+
+	if n := tb.traps.Load(); n != 0 {
+		t.Errorf("a trap outside the socket directory was connected to %d times", n)
+	}
+	if s.Exited() {
+		t.Fatalf("snilisten exited: %s", s.Output())
+	}
+	report := checkBaseline(t, s, m, base)
+	outcomes := map[string]float64{}
+	for _, o := range []string{"ok", "client_closed", "not_tls", "bad_hello", "no_sni", "invalid_name", "unknown_name", "peek_timeout"} {
+		outcomes[o] = metricValue(t, m, "snilisten_connections_finished_total", `outcome="`+o+`"`)
+	}
+	keys := make([]string, 0, len(outcomes))
+	for k := range outcomes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var summary []string
+	for _, k := range keys {
+		summary = append(summary, fmt.Sprintf("%s=%v", k, outcomes[k]))
+	}
+	t.Logf("hostile hellos: %d corpus inputs (%d closed with a reset as the kernel does for unread bytes, %d bit flips still valid and served; slower than 2s: %v), %d truncated captures, %d whole captures; traps hit %d; outcomes %s; %s",
+		len(cases), resets, bitFlipsServed, slowest, truncated, len(caps), tb.traps.Load(), strings.Join(summary, " "), report)
+}
