@@ -211,10 +211,14 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 				return nil // wait until dst is writable
 			case err == unix.EINTR:
 				continue
-			case peerGone(err) && c.dir[1-i].eof:
-				// The sink already ended its own stream and now has
-				// closed: the usual end of a connection, not a failure.
-				// What it did not take is dropped with the pipe.
+			case peerGone(err):
+				// The sink has closed and takes no more: the usual end
+				// of a connection (a server closing after its answer,
+				// with the client's close_notify still on the way), not
+				// a failure in itself. What it did not take is dropped
+				// with the pipe; the other direction still delivers
+				// what the sink sent before, and reports a reset if
+				// there was one.
 				closePipe(d.pipe)
 				d.pipe, d.pending, d.eof, d.shut = pipe{}, 0, true, true
 				return nil
