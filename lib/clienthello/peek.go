@@ -49,9 +49,57 @@ type helloPeek struct {
 	limit  int
 	info   Info
 	parsed error
+	parses int // full parses, for tests
+
+	// The records walked so far, to wait without parsing everything
+	// again at each arrival: a hello sent in tiny records a few bytes at
+	// a time would otherwise cost time quadratic in its length.
+	walked  int     // wire bytes of the complete records walked
+	payload int     // their payload bytes
+	empty   int     // empty records among them
+	head    [4]byte // the first payload bytes: the handshake header
 }
 
 func (h *helloPeek) enough(b []byte) bool {
+	if h.incomplete(b) {
+		return false
+	}
+	h.parses++
 	h.info, h.parsed = ParseLimit(b, h.limit)
 	return !errors.Is(h.parsed, ErrIncomplete)
+}
+
+// incomplete walks the records of b not walked before and reports whether
+// their payloads certainly do not hold the whole handshake message yet.
+// The bytes peeked before never change, so each record is walked once.
+// Anything unusual is left to ParseLimit, which says what is wrong.
+func (h *helloPeek) incomplete(b []byte) bool {
+	for len(b)-h.walked >= recordHeaderLen {
+		rec := b[h.walked:]
+		vers, n := uint16(rec[1])<<8|uint16(rec[2]), int(rec[3])<<8|int(rec[4])
+		if rec[0] != recordTypeHandshake || vers >= 0x1000 || n > maxPlaintext {
+			return false
+		}
+		if n == 0 {
+			if h.empty++; h.empty > maxEmptyRecords {
+				return false
+			}
+		}
+		if len(rec)-recordHeaderLen < n {
+			break
+		}
+		for i := 0; i < n && h.payload+i < len(h.head); i++ {
+			h.head[h.payload+i] = rec[recordHeaderLen+i]
+		}
+		h.payload += n
+		h.walked += recordHeaderLen + n
+	}
+	if h.payload < len(h.head) {
+		return false // the message's length is not known yet: parsing is cheap
+	}
+	msgLen := handshakeHeaderLen + (int(h.head[1])<<16 | int(h.head[2])<<8 | int(h.head[3]))
+	if h.head[0] != typeClientHello || msgLen-handshakeHeaderLen > h.limit {
+		return false
+	}
+	return h.payload < msgLen
 }
