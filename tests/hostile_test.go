@@ -555,3 +555,85 @@ func TestHostileClientHellos(t *testing.T) {
 	t.Logf("hostile hellos: %d corpus inputs (%d closed with a reset as the kernel does for unread bytes, %d bit flips still valid and served; slower than 2s: %v), %d truncated captures, %d whole captures; traps hit %d; outcomes %s; %s",
 		len(cases), resets, bitFlipsServed, slowest, truncated, len(caps), tb.traps.Load(), strings.Join(summary, " "), report)
 }
+
+// TestHostileMemoryPerConnection measures what a connection that stalls
+// halfway through its hello costs snilisten: 1000 of them at once, with
+// small hellos and with hellos near the 64 KiB limit, and the CPU time a
+// hello sent in tiny pieces costs.
+func TestHostileMemoryPerConnection(t *testing.T) {
+	const conns = 1000
+	tb := newTrapBackends(t, "app.example.test")
+	s := startSnilisten(t, "-unix-directory", tb.dir, "-peek-timeout", "30s", "-metrics-listen", "127.0.0.1:0", "-q")
+	m := metricsAddr(t, s.Proc)
+	small := hello{exts: []helloExt{sniExt(byte(0), "app.example.test"), versionsExt, {21, make([]byte, 400)}}}.bytes()
+	large := hello{exts: []helloExt{sniExt(byte(0), "app.example.test"), {21, make([]byte, 60<<10)}}}.bytes()
+	idle := rssKiB(t, s.Pid())
+	hold := func(payload []byte) (perConn int, cpu time.Duration) {
+		t.Helper()
+		cpu0 := cpuTime(t, s.Pid())
+		before := rssKiB(t, s.Pid())
+		var cs []net.Conn
+		for range conns {
+			c, err := net.DialTimeout("tcp", s.Addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, c)
+			c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write(payload); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "every connection peeking", func() bool {
+			return metricValue(t, m, "snilisten_connections_active", "") == conns
+		})
+		time.Sleep(500 * time.Millisecond) // let the peeks see every byte
+		held := rssKiB(t, s.Pid())
+		cpu = cpuTime(t, s.Pid()) - cpu0
+		for _, c := range cs {
+			c.Close()
+		}
+		waitFor(t, 20*time.Second, "every connection closed", func() bool {
+			return metricValue(t, m, "snilisten_connections_active", "") == 0
+		})
+		return (held - before) * 1024 / conns, cpu
+	}
+	smallPer, smallCPU := hold(small[:len(small)/2])
+	largePer, largeCPU := hold(large[:len(large)-1024])
+	if smallPer > 64<<10 {
+		t.Errorf("%d bytes of memory per connection stalled halfway through a %d-byte hello", smallPer, len(small))
+	}
+	// The hello is peeked, not read: snilisten holds a copy, in a buffer
+	// that doubles up to twice the 64 KiB limit (room for record
+	// headers), and the garbage collector lets the heap grow to twice
+	// what is live.
+	if bound := 2*(2*64<<10+1024) + 32<<10; largePer > bound {
+		t.Errorf("%d bytes of memory per connection stalled in a %d-byte hello, more than %d", largePer, len(large), bound)
+	}
+
+	// A 16 KiB hello in one-byte records, sent 64 bytes at a time: each
+	// arrival makes snilisten peek at everything so far again (the kernel
+	// walks every queued segment), though it parses each record once.
+	trickle := hello{recordSize: 1, exts: []helloExt{sniExt(byte(0), "app.example.test"), {21, make([]byte, 16<<10)}}}.bytes()
+	user0, sys0 := cpuTimes(t, s.Pid())
+	const trickles = 10
+	for range trickles {
+		c, err := net.DialTimeout("tcp", s.Addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.(*net.TCPConn).SetNoDelay(true)
+		for b := trickle; len(b) > 0; b = b[min(64, len(b)):] {
+			c.Write(b[:min(64, len(b))])
+			time.Sleep(20 * time.Microsecond)
+		}
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	user1, sys1 := cpuTimes(t, s.Pid())
+	trickleUser, trickleSys := (user1-user0)/trickles, (sys1-sys0)/trickles
+	waitFor(t, 10*time.Second, "the trickled hellos served", func() bool { return tb.served()["app.example.test"] == trickles })
+	t.Logf("memory: RSS %d KiB idle; %d connections stalled halfway through a %d-byte hello: %d bytes each (CPU %v for all); stalled 1 KiB short of a %d-byte hello: %d bytes each (CPU %v); a %d-byte hello in 1-byte records sent 64 bytes at a time: CPU %v user, %v system each",
+		idle, conns, len(small), smallPer, smallCPU, len(large), largePer, largeCPU, len(trickle), trickleUser, trickleSys)
+}

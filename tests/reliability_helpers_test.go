@@ -480,6 +480,13 @@ func rssKiB(t testing.TB, pid int) int {
 // cpuTime is the CPU time pid has used, user and system.
 func cpuTime(t testing.TB, pid int) time.Duration {
 	t.Helper()
+	user, sys := cpuTimes(t, pid)
+	return user + sys
+}
+
+// cpuTimes is the CPU time pid has used in user space and in the kernel.
+func cpuTimes(t testing.TB, pid int) (user, sys time.Duration) {
+	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		t.Fatalf("stat of %d: %v", pid, err)
@@ -488,7 +495,8 @@ func cpuTime(t testing.TB, pid int) time.Duration {
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime) * tick, time.Duration(stime) * tick
 }
 
 // threads is the number of threads of pid.
