@@ -171,11 +171,13 @@ func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, error)
 	return out, nil
 }
 
-// lookupError maps a failed lookup: a name that does not exist is unknown;
-// anything else (timeouts, server failures) is a refusal.
+// lookupError maps a failed lookup: a name that does not exist, or has no
+// address of the family asked for (an IPv4-only name in nat46 mode), is
+// unknown; anything else (timeouts, server failures) is a refusal.
 func lookupError(name, what string, err error) error {
 	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+	var addrErr *net.AddrError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound || errors.As(err, &addrErr) {
 		return fmt.Errorf("%w: %s: no %s record", ErrUnknownName, name, what)
 	}
 	return fmt.Errorf("%w: look up %s %s: %v", ErrRefused, what, name, err)
