@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // hello is a ClientHello under construction, for inputs no TLS library
@@ -636,4 +638,106 @@ func TestHostileMemoryPerConnection(t *testing.T) {
 	waitFor(t, 10*time.Second, "the trickled hellos served", func() bool { return tb.served()["app.example.test"] == trickles })
 	t.Logf("memory: RSS %d KiB idle; %d connections stalled halfway through a %d-byte hello: %d bytes each (CPU %v for all); stalled 1 KiB short of a %d-byte hello: %d bytes each (CPU %v); a %d-byte hello in 1-byte records sent 64 bytes at a time: CPU %v user, %v system each",
 		idle, conns, len(small), smallPer, smallCPU, len(large), largePer, largeCPU, len(trickle), trickleUser, trickleSys)
+}
+
+// TestHostileOpenProxy: in tcp and nat46 modes, names that resolve to
+// loopback, link-local, private, shared and unspecified addresses outside
+// -backend-cidr, IPv4-mapped forms of them, the NAT46 prefix, and the
+// proxy's own address behind a wildcard listener (inside the CIDR) are
+// refused with unrecognized_name, and a listener on each forbidden
+// address proves it is never dialled. (TestSnilistenTCPMode covers
+// 127.0.0.1, a listener's own address, NXDOMAIN and a flipping answer.)
+func TestHostileOpenProxy(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	forbidden := map[string]string{ // name -> address
+		"metadata":    "169.254.169.254",
+		"ten":         "10.0.0.1",
+		"oneseventwo": "172.16.0.1",
+		"oneninetwo":  "192.168.1.1",
+		"cgnat":       "100.64.0.1",
+		"loopback2":   "127.0.0.2",
+		"zero":        "0.0.0.0",
+		"v6loopback":  "::1",
+		"ula":         "fd00::1",
+		"nat46":       "64:ff9b:1::c000:201",
+		"mapped":      "::ffff:127.0.0.1",
+		"mappedten":   "::ffff:10.0.0.1",
+		"v6zero":      "::",
+	}
+	addrs := []string{"192.0.2.1/32", "192.0.2.2/32", "192.0.2.10/32", "198.51.100.10/32", "2001:db8:5ba7::10/128",
+		"169.254.169.254/32", "10.0.0.1/32", "172.16.0.1/32", "192.168.1.1/32", "100.64.0.1/32", "fd00::1/128"}
+	hosts := "127.0.0.1 localhost\n198.51.100.10 ok.example.test\n2001:db8:5ba7::10 ok6.example.test\n192.0.2.1 self.example.test\n"
+	for name, a := range forbidden {
+		hosts += a + " " + name + ".example.test\n"
+	}
+	netnsSetup(t, addrs, hosts, "nameserver 127.0.0.53\noptions timeout:2 attempts:1\n")
+	dnsServer(t, func(q dns.Question) []dns.RR { return nil }) // everything is in /etc/hosts
+	tcpBackend(t, "198.51.100.10:443", "ok", false)
+	tcpBackend(t, "[2001:db8:5ba7::10]:443", "ok6", false)
+	hits := map[string]*int64{}
+	for _, a := range []string{"169.254.169.254", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "127.0.0.1", "127.0.0.2", "::1", "fd00::1"} {
+		hits[a] = watchListener(t, net.JoinHostPort(a, "443"))
+	}
+	cidrs := []string{"-backend-cidr", "198.51.100.0/24", "-backend-cidr", "2001:db8:5ba7::/64"}
+	tcpMode := startSnilistenOn(t, "tcp:192.0.2.1:443", append([]string{"-mode", "tcp"}, cidrs...)...)
+	nat46 := startSnilistenOn(t, "tcp:192.0.2.2:443", append([]string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96"}, cidrs...)...)
+	// A wildcard listener whose CIDR contains its own address: a name
+	// pointing at any local address on its port must not loop.
+	wild := startSnilistenOn(t, "tcp:0.0.0.0:9443", "-mode", "tcp", "-backend-cidr", "192.0.2.0/24", "-backend-cidr", "198.51.100.0/24")
+	for _, s := range []*snilisten{tcpMode, nat46} {
+		for _, tc := range []struct{ sni, want string }{{"ok.example.test", "backend=ok"}, {"ok6.example.test", "backend=ok6"}} {
+			if s == nat46 && tc.sni == "ok.example.test" {
+				continue // nat46 reaches IPv6 backends only
+			}
+			body, err := getFrom(t, "192.0.2.10", s.Addr, tc.sni)
+			if err != nil || !strings.Contains(body, tc.want) {
+				t.Errorf("%s through %s: %v\n%s", tc.sni, s.Addr, err, body)
+			}
+		}
+		for name := range forbidden {
+			reply := rawFromTo(t, "192.0.2.10", s.Addr, rawHello(name+".example.test"))
+			if alertOf(reply) != 112 {
+				t.Errorf("%s (%s) through %s: %x, want alert 112 (unrecognized_name)", name, forbidden[name], s.Addr, reply)
+			}
+		}
+	}
+	for _, name := range []string{"self", "loopback2", "zero"} {
+		reply := rawFromTo(t, "192.0.2.10", wild.Addr, rawHello(name+".example.test"))
+		if alertOf(reply) != 112 {
+			t.Errorf("%s through the wildcard listener: %x, want alert 112", name, reply)
+		}
+	}
+	waitLog(t, wild.Proc, "sni=self.example.test", "outcome=refused_cidr", "own listening address")
+	waitFor(t, 5*time.Second, "three log lines", func() bool { return len(logLines(wild.Proc, "msg=connection")) >= 3 })
+	time.Sleep(100 * time.Millisecond)
+	if n := len(logLines(wild.Proc, "msg=connection")); n != 3 {
+		t.Errorf("the wildcard listener logged %d connections, want 3 (no loop):\n%s", n, wild.Output())
+	}
+	time.Sleep(100 * time.Millisecond)
+	dialled := 0
+	for a, n := range hits {
+		if *n != 0 {
+			t.Errorf("forbidden address %s was dialled %d times", a, *n)
+			dialled++
+		}
+	}
+	t.Logf("open proxy: %d forbidden names through tcp and nat46 modes and 3 through a wildcard listener refused; forbidden addresses dialled: %d", len(forbidden), dialled)
+}
+
+// rawFromTo sends payload from the local address src to addr and
+// returns what came back until the server closed.
+func rawFromTo(t *testing.T, src, addr string, payload []byte) []byte {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, src, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(payload)
+	b, _ := io.ReadAll(c)
+	return b
 }
