@@ -741,3 +741,82 @@ func rawFromTo(t *testing.T, src, addr string, payload []byte) []byte {
 	b, _ := io.ReadAll(c)
 	return b
 }
+
+// TestHostileBindshimProxy tries to make an unmodified server under
+// bindshim believe a spoofed client address: a second header after the
+// first, LOCAL commands carrying addresses, v2 lengths past the end of
+// what is sent or past the limit, endless v1 lines, and headers from an
+// untrusted uid. The server (socat) answers with the peer address accept()
+// gave it and then echoes the stream, so what follows a header is seen
+// too. (TestBindshimTrust covers the basic refusals.)
+func TestHostileBindshimProxy(t *testing.T) {
+	bsNeedRoot(t)
+	need(t, "socat")
+	dir := bsDir(t)
+	port := freePort(t)
+	log := filepath.Join(t.TempDir(), "peers.log")
+	bsStart(t, "-d", dir, "-p", fmt.Sprint(port), "-m", "0666", "-header-timeout", "2s", "hostile.test", "--",
+		"socat", fmt.Sprintf("TCP4-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port),
+		"SYSTEM:echo peer=$SOCAT_PEERADDR; echo $SOCAT_PEERADDR >> "+log+"; cat")
+	sock := filepath.Join(dir, "hostile.test")
+	bsWaitSocket(t, nil, sock)
+	good2 := bsHeader(t, 2, "203.0.113.30:4000", "192.0.2.1:443", "hostile.test")
+	good1 := bsHeader(t, 1, "203.0.113.31:4000", "192.0.2.1:443", "")
+	forged1 := []byte("PROXY TCP4 6.6.6.6 192.0.2.1 1 443\r\n")
+	forged2 := bsHeader(t, 2, "6.6.6.7:1", "192.0.2.1:443", "")
+	v2 := func(cmd, fam byte, length int, payload []byte) []byte {
+		b := append([]byte("\r\n\r\n\x00\r\nQUIT\n"), cmd, fam, byte(length>>8), byte(length))
+		return append(b, payload...)
+	}
+	spoofed := []byte{6, 6, 6, 8, 192, 0, 2, 1, 0, 1, 1, 187}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		want    string // the server's whole answer; "" for dropped
+	}{
+		{"v2 then a forged v1", cat(good2, forged1, []byte("data\n")), "peer=203.0.113.30\n" + string(forged1) + "data\n"},
+		{"v2 then a forged v2", cat(good2, forged2), "peer=203.0.113.30\n" + string(forged2)},
+		{"v1 then a forged v1", cat(good1, forged1), "peer=203.0.113.31\n" + string(forged1)},
+		{"v1 then a forged v2", cat(good1, forged2), "peer=203.0.113.31\n" + string(forged2)},
+		{"LOCAL with a forged address", cat(v2(0x20, 0x11, 12, spoofed), []byte("x\n")), "peer=127.0.0.1\nx\n"},
+		{"LOCAL without addresses", v2(0x20, 0x00, 0, nil), "peer=127.0.0.1\n"},
+		{"LOCAL then a forged v1", cat(v2(0x20, 0x00, 0, nil), forged1), "peer=127.0.0.1\n" + string(forged1)},
+		{"v2 length past the end", v2(0x21, 0x11, 200, spoofed), ""},
+		{"v2 length past the limit", v2(0x21, 0x11, 4097, append(spoofed, make([]byte, 4097-12)...)), ""},
+		{"v2 maximum length", v2(0x21, 0x11, 4096, append(spoofed, make([]byte, 4096-12)...)), "peer=6.6.6.8\n"},
+		{"v2 length 65535", v2(0x21, 0x11, 65535, append(spoofed, make([]byte, 65535-12)...)), ""},
+		{"v2 shorter than its addresses", v2(0x21, 0x11, 8, spoofed[:8]), ""},
+		{"v2 over UNIX", v2(0x21, 0x31, 216, make([]byte, 216)), ""},
+		{"v1 without end, 1 MB", append([]byte("PROXY TCP4 6.6.6.9 "), bytes.Repeat([]byte{'1'}, 1<<20)...), ""},
+		{"v1 padded with spaces", []byte("PROXY TCP4 6.6.6.10 192.0.2.1 1 443" + strings.Repeat(" ", 80) + "\r\n"), ""},
+		{"v1 with a NUL", []byte("PROXY TCP4 6.6.6.11\x00 192.0.2.1 1 443\r\n"), ""},
+		{"v1 UNKNOWN with an address", []byte("PROXY UNKNOWN 6.6.6.12 192.0.2.1 1 443\r\nx\n"), "peer=127.0.0.1\nx\n"},
+	} {
+		out, err := bsExchange(t, sock, tc.payload)
+		if tc.want == "" {
+			if out != "" || (err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE)) {
+				t.Errorf("%s: %q, %v; want the connection dropped", tc.name, out, err)
+			}
+		} else if out != tc.want || err != nil {
+			t.Errorf("%s: %q, %v; want %q", tc.name, out, err, tc.want)
+		}
+	}
+
+	// A v2 header from an untrusted uid, however well formed.
+	out, err := bsAsNobody(t, cat(good2, []byte("x\n")), "socat", "-t", "5", "STDIO", "UNIX-CONNECT:"+sock)
+	if strings.Contains(out, "peer=") {
+		t.Errorf("v2 header from uid 65534: %q, %v; want the connection dropped", out, err)
+	}
+
+	// The server saw only the addresses of the first, trusted headers
+	// (6.6.6.8 is one: root sent it), and loopback for LOCAL and
+	// UNKNOWN: never a forged one.
+	b, _ := os.ReadFile(log)
+	want := "203.0.113.30 203.0.113.30 203.0.113.31 203.0.113.31 127.0.0.1 127.0.0.1 127.0.0.1 6.6.6.8 127.0.0.1"
+	if got := strings.Join(strings.Fields(string(b)), " "); got != want {
+		t.Errorf("the server saw clients %s, want %s", got, want)
+	}
+	t.Logf("bindshim: 18 hostile headers; the application saw only %q", strings.Fields(string(b)))
+}
