@@ -187,12 +187,15 @@ type bench struct {
 }
 
 func runBench(ctx context.Context, cfg config) error {
-	limit, err := raiseFDLimit(uint64(cfg.idle)*2 + 4096)
+	// The proxies inherit the limit. Each is told how many connections
+	// to admit (e.maxConns); an idle connection holds two descriptors in
+	// a proxy, a few more while bytes are in flight.
+	limit, err := raiseFDLimit(max(65536, uint64(cfg.idle)*8+4096))
 	if err != nil {
 		return err
 	}
-	if need := uint64(cfg.idle)*2 + 256; limit < need && cfg.phases[phaseIdle] {
-		return fmt.Errorf("-idle %d needs %d file descriptors, the limit is %d", cfg.idle, need, limit)
+	if need := uint64(cfg.idle)*3 + 4096; limit < need && cfg.phases[phaseIdle] {
+		return fmt.Errorf("-idle %d needs a file descriptor limit of %d, the hard limit is %d: lower -idle or raise it (ulimit -Hn)", cfg.idle, need, limit)
 	}
 	dir, err := os.MkdirTemp("", "snitools-bench-")
 	if err != nil {
@@ -202,6 +205,12 @@ func runBench(ctx context.Context, cfg config) error {
 		fmt.Fprintf(os.Stderr, "bench: keeping %s\n", dir)
 	} else {
 		defer os.RemoveAll(dir)
+	}
+	// Others may rebuild bin/ while the bench runs: measure one binary.
+	if present(cfg.snilisten) {
+		if cfg.snilisten, err = copyFile(cfg.snilisten, filepath.Join(dir, "snilisten")); err != nil {
+			return err
+		}
 	}
 	pool, err := writeCert(dir)
 	if err != nil {
@@ -475,6 +484,18 @@ func (b *bench) idlePhase(ctx context.Context, res *result, round int, p *proc, 
 		return
 	}
 	res.set(mRSS, round, float64(after-before)/float64(len(conns)))
+}
+
+// copyFile copies the program at src to dst and returns dst.
+func copyFile(src, dst string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	return dst, nil
 }
 
 // present reports whether a program is in PATH or, for an absolute path,

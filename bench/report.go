@@ -93,8 +93,9 @@ func (b *bench) report(f facts, took time.Duration) string {
 	fmt.Fprintf(&w, "- Software: %s (bench, backend); %s.\n", runtime.Version(), strings.Join(vers, "; "))
 	fmt.Fprintf(&w, "- Load: %d round(s), rows interleaved. Connection mode: %d concurrent clients for %v per row after %v of warm-up; "+
 		"each connection is a full TLS 1.3 handshake (%s, ECDSA P-256, SNI %q, no resumption), one GET / and a close. "+
-		"Bulk: %d MiB down one connection. Idle: %d connections held open after the handshake.\n",
-		cfg.rounds, cfg.clients, cfg.duration, cfg.warmup, b.kex, sni, cfg.bulk>>20, cfg.idle)
+		"Bulk: %d MiB down one connection. Idle: %d connections held open after the handshake. "+
+		"Each proxy admits %d connections at once (its maxconn), with a file descriptor limit of %d.\n",
+		cfg.rounds, cfg.clients, cfg.duration, cfg.warmup, b.kex, sni, cfg.bulk>>20, cfg.idle, b.env.maxConns, b.fdLimit)
 	fmt.Fprintf(&w, "- The load generator, the backend (Go, one process) and the proxy share the machine's %d cores, "+
 		"so a proxy's CPU lowers every row's rate; the ratio to direct shows it. Proxy CPU is utime+stime of the proxy "+
 		"and its children (/proc/PID/stat); RSS is VmRSS of the same processes with the idle connections open, "+

@@ -36,7 +36,7 @@ type env struct {
 	dir       string // a fresh temporary directory
 	backend   *backendInfo
 	snilisten string // path of bin/snilisten
-	maxConns  int    // connections a proxy must hold at once
+	maxConns  int    // connections a proxy must admit at once (its maxconn)
 }
 
 // run starts argv with its output in e.dir/name.log.
@@ -60,7 +60,8 @@ func snilistenRow(name string, args func(e *env) []string) row {
 		needs:   []string{"snilisten"},
 		version: []string{"snilisten", "-version"},
 		start: func(e *env, addr string) (*proc, error) {
-			argv := append([]string{e.snilisten, "-listen", "tcp:" + addr, "-q"}, args(e)...)
+			argv := append([]string{e.snilisten, "-listen", "tcp:" + addr, "-q",
+				"-max-conns", strconv.Itoa(e.maxConns)}, args(e)...)
 			return e.run("snilisten", argv...)
 		},
 	}
