@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -8,9 +9,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -819,4 +823,190 @@ func TestHostileBindshimProxy(t *testing.T) {
 		t.Errorf("the server saw clients %s, want %s", got, want)
 	}
 	t.Logf("bindshim: 18 hostile headers; the application saw only %q", strings.Fields(string(b)))
+}
+
+// TestHostileRedirect80 sends redirect80 oversized headers from many
+// clients at once (bounded memory, 431 or 414, closed), absurd Host
+// values and injection attempts, and checks a property over every
+// combination of tricky hosts and targets: a redirect's Location is
+// exactly https://, the host the client asked for and its path, and
+// anything else is refused without a Location. (TestRedirect80Refusals
+// and TestRedirect80SlowClients cover single refusals and slow headers.)
+func TestHostileRedirect80(t *testing.T) {
+	r := startRedirect80(t, "-listen", "tcp:127.0.0.1:0", "-q")
+
+	// Oversized: 50 clients at once each send 1 MB of header.
+	rss0 := rssKiB(t, r.Pid())
+	big := []struct {
+		name, req string
+		status    int
+	}{
+		{"1 MB header field", "GET / HTTP/1.1\r\nHost: a.test\r\nX: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", 431},
+		{"1 MB request line", "GET /" + strings.Repeat("a", 1<<20) + " HTTP/1.1\r\nHost: a.test\r\n\r\n", 414},
+		{"1 MB Host", "GET / HTTP/1.1\r\nHost: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", 431},
+		{"100,000 header fields", "GET / HTTP/1.1\r\nHost: a.test\r\n" + strings.Repeat("X: y\r\n", 100000) + "\r\n", 431},
+	}
+	var wg sync.WaitGroup
+	var peak atomic.Int64
+	errs := make(chan string, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tc := big[i%len(big)]
+			c, err := net.DialTimeout("tcp", r.Addr(), 5*time.Second)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			go c.Write([]byte(tc.req)) // fails once the server closes
+			out, _ := io.ReadAll(c)
+			if kib := int64(rssKiB(t, r.Pid())); kib > peak.Load() {
+				peak.Store(kib)
+			}
+			if want := fmt.Sprintf("HTTP/1.1 %d ", tc.status); !strings.HasPrefix(string(out), want) || strings.Contains(string(out), "Location:") {
+				errs <- fmt.Sprintf("%s: %.60q, want %d without a Location", tc.name, out, tc.status)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if grown := peak.Load() - int64(rss0); grown > 50*256 {
+		t.Errorf("redirect80 grew by %d KiB for 50 oversized requests (16 KiB header limit)", grown)
+	}
+
+	// Every tricky host with every tricky target.
+	hosts := []string{"a.test", "A.Test", "a.test.", "a.test:8080", "a.test:", "xn--bcher-kva.test", "_acme.a.test", "a_b.test",
+		"evil.test@a.test", "a.test@evil.test", "a.test/evil.test", "a.test\\evil.test", "a.test#.evil.test", "a.test?.evil.test",
+		"a.test%2fevil.test", "a..test", ".a.test", "a.test..", "-a.test", "a-.test", "a.test:99999", "a.test:80:80", "a.test:+80",
+		"a.test,evil.test", "a.test evil.test", "", "exämple.test", "a.test\x00evil", strings.Repeat("a", 64) + ".test",
+		strings.Repeat("a.", 130) + "test", "127.0.0.1", "127.1", "0x7f.0.0.1", "[::1]", "::1", "[fe80::1%25lo]"}
+	targets := []string{"/", "/x", "/a?b=c&d", "//evil.test/", "/\\evil.test", "/%2F%2Fevil.test", "/a#frag", "/a b", "/\x7f",
+		"/\xc3\xa9", "*", "/?next=https://evil.test", "/..%2f..%2f", "/%0d%0aLocation:%20https://evil.test", "/" + strings.Repeat("p", 8000),
+		"http://b.test/x", "https://b.test/x", "http://evil.test@b.test/", "//b.test", "/\r\nLocation: https://evil.test"}
+	redirects, refusals := 0, 0
+	for _, host := range hosts {
+		for _, target := range targets {
+			req := "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"
+			out, _ := sendRaw(t, r.Addr(), []byte(req))
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+			if err != nil {
+				t.Errorf("Host %q, target %.40q: unreadable response %.80q: %v", host, target, out, err)
+				continue
+			}
+			loc := resp.Header.Get("Location")
+			want, ok := expectedLocation(host, target)
+			switch {
+			case resp.StatusCode == 301:
+				redirects++
+				if !ok || loc != want {
+					t.Errorf("Host %q, target %.40q: redirected to %.80q, want %s", host, target, loc, map[bool]string{true: strconv.Quote(want), false: "a refusal"}[ok])
+				}
+			case resp.StatusCode >= 400 && loc == "":
+				refusals++
+				if ok {
+					t.Errorf("Host %q, target %.40q: %d, want a redirect to %q", host, target, resp.StatusCode, want)
+				}
+			default:
+				t.Errorf("Host %q, target %.40q: %d with Location %q", host, target, resp.StatusCode, loc)
+			}
+		}
+	}
+	if r.Exited() {
+		t.Fatalf("redirect80 exited: %s", r.Output())
+	}
+	t.Logf("redirect80: 50 oversized requests at once (RSS %d KiB -> peak %d KiB); %d host x target combinations: %d redirects, each exactly where asked, %d refusals without a Location",
+		rss0, peak.Load(), len(hosts)*len(targets), redirects, refusals)
+}
+
+// expectedLocation is where a redirect for target with Host host must
+// point, by the narrowest reading of the rules: a DNS name or an IPv4
+// or bracketed IPv6 literal, an optional port that is dropped, and an
+// origin-form target of printable ASCII, kept byte for byte; or an
+// absolute http or https target, whose own host wins (the Host header
+// must still be valid). ok is false for anything that must be refused.
+func expectedLocation(host, target string) (string, bool) {
+	u, ok := strings.CutPrefix(target, "http://")
+	if !ok {
+		u, ok = strings.CutPrefix(target, "https://")
+	}
+	if ok {
+		if _, ok := expectedLocation(host, "/"); !ok {
+			return "", false
+		}
+		h, path, found := strings.Cut(u, "/")
+		if !found {
+			path = ""
+		}
+		if strings.ContainsAny(h, "@?#") {
+			return "", false
+		}
+		host, target = h, "/"+path
+		if strings.HasPrefix(target, "//") {
+			return "", false
+		}
+	}
+	if !strings.HasPrefix(target, "/") || strings.HasPrefix(target, "//") || strings.ContainsAny(target, "\\# ") {
+		return "", false
+	}
+	for i := 0; i < len(target); i++ {
+		if target[i] <= 0x20 || target[i] >= 0x7f {
+			return "", false
+		}
+	}
+	name := host
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+		name = host[:i]
+		port := host[i+1:]
+		if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 0 || n > 65535 || port[0] == '+') {
+			return "", false
+		}
+	}
+	if strings.HasPrefix(name, "[") {
+		a, err := netip.ParseAddr(strings.Trim(name, "[]"))
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return "", false
+		}
+		return "https://[" + a.String() + "]" + target, true
+	}
+	if a, err := netip.ParseAddr(name); err == nil && a.Is4() {
+		return "https://" + a.String() + target, true
+	}
+	canon, err := canonicalName(name)
+	if err != nil {
+		return "", false
+	}
+	return "https://" + canon + target, true
+}
+
+// canonicalName is hostname.Canonical, restated for the test: lowercase,
+// one trailing dot dropped, labels of 1 to 63 letters, digits, '-' and
+// '_' not starting or ending with '-', at most 253 bytes, the last label
+// not all digits.
+func canonicalName(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSuffix(s, "."))
+	if s == "" || len(s) > 253 {
+		return "", errors.New("length")
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "", errors.New("label")
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", errors.New("byte")
+			}
+		}
+	}
+	last := labels[len(labels)-1]
+	if strings.Trim(last, "0123456789") == "" {
+		return "", errors.New("numeric")
+	}
+	return s, nil
 }
