@@ -55,6 +55,9 @@ type xferSpec struct {
 	// Hold, if set, keeps the client from reading until it is closed:
 	// the down direction backs up into snilisten.
 	Hold <-chan struct{}
+	// Prefix, if set, is sent before the hello: a trusted front's PROXY
+	// header.
+	Prefix []byte
 }
 
 const xferMagic = "SNIX"
@@ -298,7 +301,7 @@ func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Dura
 	upSum := sha256.New()
 	sendErr := make(chan error, 1)
 	go func() {
-		if _, err := c.Write(append(hello, spec.control()...)); err != nil {
+		if _, err := c.Write(append(append(append([]byte(nil), spec.Prefix...), hello...), spec.control()...)); err != nil {
 			sendErr <- fmt.Errorf("send hello: %w", err)
 			return
 		}
@@ -318,7 +321,7 @@ func runXfer(addr, sni string, srv *xferServer, spec xferSpec, timeout time.Dura
 	head := &headWriter{max: 7}
 	n, rerr := io.Copy(io.MultiWriter(downSum, head), c)
 	serr := <-sendErr
-	out.Wire = int64(len(hello)) + 32 + spec.Up
+	out.Wire = int64(len(hello)) + 32 + spec.Up // the prefix is consumed, not relayed
 	if rerr != nil || serr != nil {
 		out.Err = errors.Join(serr, rerr)
 		return out

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -55,7 +56,8 @@ type soakTarget struct {
 	addr    string
 	sni     string
 	srv     *xferServer
-	relayed bool // bytes pass through snilisten (not a handoff)
+	relayed bool   // bytes pass through snilisten (not a handoff)
+	prefix  []byte // sent before the hello (a trusted front's header)
 }
 
 // soakTally collects what the clients did.
@@ -100,7 +102,7 @@ func runSoak(t *testing.T, plan soakPlan, targets []soakTarget, firstID uint32) 
 			r := rand.New(rand.NewPCG(uint64(w), uint64(firstID)))
 			for started.Add(1) <= int64(plan.conns) && time.Now().Before(deadline) {
 				tg := targets[r.IntN(len(targets))]
-				spec := xferSpec{ID: next.Add(1), Up: soakSize(r, plan.maxSize), Down: soakSize(r, plan.maxSize), Order: byte(r.IntN(numOrders))}
+				spec := xferSpec{ID: next.Add(1), Up: soakSize(r, plan.maxSize), Down: soakSize(r, plan.maxSize), Order: byte(r.IntN(numOrders)), Prefix: tg.prefix}
 				tally.record(tg.name, runXfer(tg.addr, tg.sni, tg.srv, spec, 10*time.Minute))
 			}
 		}()
@@ -151,7 +153,7 @@ func checkBaseline(t *testing.T, s *snilisten, metrics string, base soakBaseline
 
 // TestSoakUnix: many clients at once move random amounts both ways, with
 // random half-close orders, through snilisten in unix mode: relayed
-// streams (raw, PROXY v1, PROXY v2) and handoffs. Every byte is checked
+// streams (raw, PROXY v1, PROXY v2, behind a trusted front) and handoffs. Every byte is checked
 // with SHA-256 in both directions, the log's byte counts must match, and
 // afterwards snilisten's goroutines and descriptors are back at their
 // baseline.
@@ -167,6 +169,12 @@ func TestSoakUnix(t *testing.T) {
 	srv.Serve(t, hl)
 	srv.listenUnix(t, v1, "v1.example.test", true)
 	srv.listenUnix(t, v2, "v2.example.test", true)
+	// Behind a trusted front (-accept-proxy): the front's header names
+	// the client, and the backend's header must pass that on.
+	front := socketDir(t)
+	fsrv := newXferServer()
+	fsrv.KeepPeers = true
+	fsrv.listenUnix(t, front, "front.example.test", true)
 
 	type instance struct {
 		s       *snilisten
@@ -183,17 +191,20 @@ func TestSoakUnix(t *testing.T) {
 	a := startOne("-unix-directory", raw)
 	b := startOne("-unix-directory", v1, "-proxy-proto=v1")
 	c := startOne("-unix-directory", v2, "-proxy-proto")
+	d := startOne("-unix-directory", front, "-proxy-proto", "-accept-proxy", "127.0.0.1/32")
 	targets := []soakTarget{
-		{"raw", a.s.Addr, "stream.example.test", srv, true},
-		{"handoff", a.s.Addr, "handoff.example.test", srv, false},
-		{"proxy-v1", b.s.Addr, "v1.example.test", srv, true},
-		{"proxy-v2", c.s.Addr, "v2.example.test", srv, true},
+		{name: "raw", addr: a.s.Addr, sni: "stream.example.test", srv: srv, relayed: true},
+		{name: "handoff", addr: a.s.Addr, sni: "handoff.example.test", srv: srv, relayed: false},
+		{name: "proxy-v1", addr: b.s.Addr, sni: "v1.example.test", srv: srv, relayed: true},
+		{name: "proxy-v2", addr: c.s.Addr, sni: "v2.example.test", srv: srv, relayed: true},
+		{name: "front", addr: d.s.Addr, sni: "front.example.test", srv: fsrv, relayed: true},
 	}
+	targets[4].prefix = proxyHeaderFrom(t, "198.51.100.77:5555", d.s.Addr)
 	// Warm up every path, then take the baselines.
 	warm := &soakTally{}
 	for i, tg := range targets {
 		for j := range 3 {
-			warm.record(tg.name, runXfer(tg.addr, tg.sni, srv, xferSpec{ID: uint32(10*i + j + 1), Up: 1 << 20, Down: 1 << 20, Order: byte(j)}, time.Minute))
+			warm.record(tg.name, runXfer(tg.addr, tg.sni, tg.srv, xferSpec{ID: uint32(10*i + j + 1), Up: 1 << 20, Down: 1 << 20, Order: byte(j), Prefix: tg.prefix}, time.Minute))
 		}
 	}
 	if len(warm.failures) > 0 {
@@ -225,6 +236,8 @@ func TestSoakUnix(t *testing.T) {
 			s = b.s
 		case "proxy-v2":
 			s = c.s
+		case "front":
+			s = d.s
 		}
 		want := tally.conns[tg.name] + warmConns(warm, tg.name)
 		waitFor(t, 30*time.Second, "a log line per "+tg.name+" connection", func() bool {
@@ -245,6 +258,12 @@ func TestSoakUnix(t *testing.T) {
 			t.Errorf("%d connections ended otherwise than ok or handoff:\n%s", n, strings.Join(logLines(in.s.Proc, "level=WARN"), "\n"))
 		}
 	}
+	for _, p := range fsrv.Peers() {
+		if p != "198.51.100.77:5555" {
+			t.Errorf("behind the trusted front the backend saw client %s, want 198.51.100.77:5555 from the front's header", p)
+			break
+		}
+	}
 	var reports []string
 	for i, in := range insts {
 		reports = append(reports, fmt.Sprintf("snilisten %d: %s", i+1, checkBaseline(t, in.s, in.metrics, in.base)))
@@ -261,6 +280,18 @@ func TestSoakUnix(t *testing.T) {
 }
 
 func warmConns(warm *soakTally, name string) int { return warm.conns[name] }
+
+// proxyHeaderFrom is a PROXY v2 header naming the client src, connected
+// to dst, as a load balancer in front of snilisten sends it.
+func proxyHeaderFrom(t *testing.T, src, dst string) []byte {
+	t.Helper()
+	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
+	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // TestSoakNetns is the soak in the DNS-routed modes, in a network
 // namespace: tcp mode with a PROXY v2 header to an address found in DNS
@@ -288,8 +319,8 @@ func TestSoakNetns(t *testing.T) {
 	tcpMode := startSnilistenOn(t, "tcp:192.0.2.1:443", "-mode", "tcp", "-proxy-proto", "-backend-cidr", "198.51.100.0/24", "-metrics-listen", "127.0.0.1:0", "-q")
 	natMode := startSnilistenOn(t, "tcp:127.0.0.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-metrics-listen", "127.0.0.1:0", "-q")
 	targets := []soakTarget{
-		{"tcp", tcpMode.Addr, "tcp.example.test", tcpSrv, true},
-		{"nat46", natMode.Addr, "nat.example.test", natSrv, true},
+		{name: "tcp", addr: tcpMode.Addr, sni: "tcp.example.test", srv: tcpSrv, relayed: true},
+		{name: "nat46", addr: natMode.Addr, sni: "nat.example.test", srv: natSrv, relayed: true},
 	}
 	mTCP, mNAT := metricsAddr(t, tcpMode.Proc), metricsAddr(t, natMode.Proc)
 	for i, tg := range targets {
