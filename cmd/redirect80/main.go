@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,12 +15,12 @@ import (
 	"time"
 
 	"github.com/snitools/snitools/lib/backend"
+	"github.com/snitools/snitools/lib/cli"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/logging"
 	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/redirect"
-	"github.com/snitools/snitools/lib/version"
 )
 
 func main() { os.Exit(run()) }
@@ -43,7 +42,6 @@ func run() int {
 		shutdownTimeout   = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, time requests being answered get to finish")
 		logFormat         = fs.String("log-format", "text", "log format: text or json")
 		quiet             = fs.Bool("q", false, "do not log requests")
-		showVersion       = fs.Bool("version", false, "print the version and exit")
 		metricsListen     = fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
 	)
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd, else tcp:80)")
@@ -53,29 +51,10 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
 		fs.PrintDefaults()
 	}
-	// Parse quietly: a usage error is one line naming the flag; -h
-	// prints the whole usage.
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
-		return 2
+	if status, done := cli.Parse(fs, os.Args[1:]); done {
+		return status
 	}
-	if *showVersion {
-		version.Print()
-		return 0
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "redirect80: "+format+"\n", a...)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		return usage("unexpected argument %q", fs.Arg(0))
-	}
+	usage := func(format string, a ...any) int { return cli.Usage("redirect80", format, a...) }
 	for name, d := range map[string]time.Duration{"-header-timeout": *headerTimeout, "-idle-timeout": *idleTimeout, "-acme-timeout": *acmeTimeout, "-shutdown-timeout": *shutdownTimeout} {
 		if d <= 0 {
 			return usage("%s %v: must be more than 0", name, d)

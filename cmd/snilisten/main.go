@@ -5,16 +5,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/snitools/snitools/lib/backend"
+	"github.com/snitools/snitools/lib/cli"
 	"github.com/snitools/snitools/lib/dispatch"
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/listener"
@@ -22,7 +21,6 @@ import (
 	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/proxyheader"
-	"github.com/snitools/snitools/lib/version"
 )
 
 // proxyFlag is -proxy-proto: alone it means version 2 (as in snid);
@@ -71,7 +69,6 @@ func run() int {
 		maxConns        = fs.Int("max-conns", dispatch.DefaultMaxConns(), "concurrent connections; more wait in the kernel's queue (0: no bound)")
 		logFormat       = fs.String("log-format", "text", "log format: text or json")
 		quiet           = fs.Bool("q", false, "do not log connections")
-		showVersion     = fs.Bool("version", false, "print the version and exit")
 	)
 	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
@@ -83,29 +80,10 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n")
 		fs.PrintDefaults()
 	}
-	// Parse quietly: a usage error is one line naming the flag; -h
-	// prints the whole usage.
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fs.Usage()
-			return 0
-		}
-		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
-		return 2
+	if status, done := cli.Parse(fs, os.Args[1:]); done {
+		return status
 	}
-	if *showVersion {
-		version.Print()
-		return 0
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "snilisten: "+format+"\n", a...)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		return usage("unexpected argument %q", fs.Arg(0))
-	}
+	usage := func(format string, a ...any) int { return cli.Usage("snilisten", format, a...) }
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	dialer, err := newDialer(*mode, set, *unixDir, allow, *backendPort, *nat46Prefix)
