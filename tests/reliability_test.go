@@ -175,7 +175,7 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 				srv.Gate = gate
 			}
 			srv.listenUnix(t, dir, "app.example.test", false)
-			args := append([]string{"--nofile=256:256", bin(t, "snilisten"), "-listen", "tcp:127.0.0.1:0", "-unix-directory", dir, "-metrics-listen", "127.0.0.1:0"}, tc.args...)
+			args := append([]string{"--nofile=256:256", bin(t, "snilisten"), "-listen", "tcp:127.0.0.1:0", "-unix-directory", dir, "-metrics-listen", "127.0.0.1:0", "-q"}, tc.args...)
 			s := startSnilistenCmd(t, exec.Command("prlimit", args...))
 			m := metricsAddr(t, s.Proc)
 			outcomes := make(chan xferOutcome, clients)
@@ -217,7 +217,9 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 				t.Errorf("%d of %d connections served; failures: %v", served, clients, failed)
 			}
 			for kind, n := range failed {
-				if kind != "closed" && kind != "alert" {
+				// Unbounded, a relay may find no descriptor for a pipe
+				// halfway through and can only cut the connection.
+				if kind != "closed" && kind != "alert" && (tc.allServe || kind != "reset") {
 					t.Errorf("%d connections ended uncleanly (%s)", n, kind)
 				}
 			}
@@ -308,7 +310,14 @@ func TestReliabilityBackendFaults(t *testing.T) {
 		if n >= 64<<20 || errors.Is(werr, os.ErrDeadlineExceeded) || errors.Is(rerr, os.ErrDeadlineExceeded) {
 			t.Fatalf("client wrote %d bytes (%v), read: %v; want the connection cut soon after the backend died", n, werr, rerr)
 		}
-		waitLog(t, s.Proc, "sni=dies.example.test", "outcome=relay_error", "client to backend")
+		// Either the relay wrote to the dead socket first (relay_error,
+		// broken pipe), or it saw the backend's end of stream first, and
+		// a backend that ends its stream and closes is a normal end (ok):
+		// the byte count tells.
+		waitLog(t, s.Proc, "sni=dies.example.test", "outcome=")
+		if l := logLines(s.Proc, "sni=dies.example.test")[0]; !strings.Contains(l, "outcome=relay_error") && !strings.Contains(l, "outcome=ok") || sumLogField(s.Proc, "up", "sni=dies.example.test") >= 64<<20 {
+			t.Errorf("log line for a backend that died mid-upload: %s", l)
+		}
 		t.Logf("client wrote %d bytes before the cut (%v), then read: %v", n, werr, rerr)
 	})
 
@@ -539,7 +548,8 @@ func TestReliabilitySIGTERMInFlight(t *testing.T) {
 	srv := newXferServer()
 	srv.Gate = make(chan struct{})
 	srv.listenUnix(t, dir, "app.example.test", false)
-	s := startSnilisten(t, "-unix-directory", dir, "-shutdown-timeout", "60s")
+	s := startSnilisten(t, "-unix-directory", dir, "-shutdown-timeout", "60s", "-metrics-listen", "127.0.0.1:0")
+	m := metricsAddr(t, s.Proc)
 	var inFlight []<-chan xferOutcome
 	for i := range 9 {
 		inFlight = append(inFlight, startHeld(t, s.Addr, "app.example.test", srv, xferSpec{ID: uint32(i + 1), Up: 8 << 20, Down: 8 << 20, Order: byte(i % numOrders)}))
@@ -556,7 +566,9 @@ func TestReliabilitySIGTERMInFlight(t *testing.T) {
 		c.Write(hello[:len(hello)/2])
 		halves = append(halves, c)
 	}
-	time.Sleep(100 * time.Millisecond) // let snilisten accept them
+	waitFor(t, 10*time.Second, "the half hellos accepted", func() bool {
+		return metricValue(t, m, "snilisten_connections_active", "") == float64(len(inFlight)+len(halves))
+	})
 	s.Signal(t, syscall.SIGTERM)
 	waitLog(t, s.Proc, "shutting down")
 	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
@@ -682,10 +694,17 @@ func TestReliabilityRestartKeepsQueue(t *testing.T) {
 	}
 	per := make([]int, len(gens))
 	served := 0
-	for i, g := range gens {
-		per[i] = len(logLines(g.Proc, "outcome=ok"))
-		served += per[i]
+	count := func() int {
+		served = 0
+		for i, g := range gens {
+			per[i] = len(logLines(g.Proc, "outcome=ok"))
+			served += per[i]
+		}
+		return served
 	}
+	// The running generation logs its last connections a moment after
+	// their clients saw them end.
+	waitFor(t, 10*time.Second, "a log line per connection", func() bool { return count() >= tally.conns["restart"] })
 	if served != tally.conns["restart"] {
 		t.Errorf("%d ok log lines over all generations, %d connections made", served, tally.conns["restart"])
 	}
