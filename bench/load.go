@@ -83,6 +83,18 @@ type connStats struct {
 
 func (s connStats) rate() float64 { return float64(s.conns) / s.elapsed.Seconds() }
 
+// add merges o, another measurement of the same target, into s. The
+// latencies need sorting again afterwards.
+func (s *connStats) add(o connStats) {
+	s.conns += o.conns
+	s.errs += o.errs
+	if s.err == nil {
+		s.err = o.err
+	}
+	s.elapsed += o.elapsed
+	s.lat = append(s.lat, o.lat...)
+}
+
 // connMode runs c clients for d: each connects, does a full handshake,
 // GET /, reads the response and closes, over and over. It stops early
 // after maxConns connections or when ctx ends.

@@ -3,7 +3,7 @@
 // load, interleaved, and prints one markdown table of absolute figures
 // and ratios (also written to bench/results/DATE.md). See README.md.
 //
-//	make bench                       # about 10 minutes on 2 cores
+//	make bench                       # 8 to 10 minutes on 2 cores
 //	make bench-quick                 # under a minute
 //	go run ./bench -rows 'snilisten|haproxy' -phases idle -idle 20000
 package main
@@ -58,10 +58,10 @@ func main() { os.Exit(run()) }
 func run() int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var (
-		quick      = fs.Bool("quick", false, "a short run (1 round, 2 s per row, 256 MiB bulk, 500 idle connections), results printed only")
+		quick      = fs.Bool("quick", false, "a short run (1 round, 1 s per row, 256 MiB bulk, 500 idle connections), results printed only")
 		rounds     = fs.Int("rounds", 3, "rounds, each measuring every row once, interleaved")
 		clients    = fs.Int("c", 8, "concurrent clients in connection mode")
-		duration   = fs.Duration("d", 6*time.Second, "measured time of connection mode per row and round")
+		duration   = fs.Duration("d", 4*time.Second, "measured time of connection mode per row and round (as much again straight to the backend, for the ratio)")
 		bulkMiB    = fs.Int64("bulk", 1024, "MiB through one connection in bulk mode")
 		idle       = fs.Int("idle", 5000, "connections held open in idle mode")
 		rowsRe     = fs.String("rows", "", "only the rows whose name matches this `regexp` (direct always runs)")
@@ -105,7 +105,7 @@ func run() int {
 			}
 		}
 		def("rounds", func() { cfg.rounds = 1 })
-		def("d", func() { cfg.duration = 2 * time.Second })
+		def("d", func() { cfg.duration = time.Second })
 		def("bulk", func() { cfg.bulk = 256 << 20 })
 		def("idle", func() { cfg.idle = 500 })
 		def("results", func() { cfg.resultsDir = "" })
@@ -158,6 +158,9 @@ const (
 	mCPUGiB     = "CPU s/GiB"
 	mRSS        = "RSS KiB/conn"
 	mBackendCPU = "backend CPU s/10k conns"
+	// The direct figures measured next to a row's, for its ratios.
+	mPairConnRate = "paired direct conns/s"
+	mPairBulk     = "paired direct bulk MB/s"
 )
 
 // result collects one row's figures over the rounds.
@@ -240,7 +243,7 @@ func runBench(ctx context.Context, cfg config) error {
 			continue
 		}
 		res := &result{row: r, vals: map[string][]float64{}}
-		for _, m := range []string{mConnRate, mP50, mP99, mBulk, mCPUConn, mCPUGiB, mRSS, mBackendCPU} {
+		for _, m := range []string{mConnRate, mP50, mP99, mBulk, mCPUConn, mCPUGiB, mRSS, mBackendCPU, mPairConnRate, mPairBulk} {
 			res.vals[m] = slices.Repeat([]float64{math.NaN()}, cfg.rounds)
 		}
 		for _, need := range r.needs {
@@ -422,33 +425,92 @@ func cpuOf(p *proc) float64 {
 	return s
 }
 
+// pairSlices is how many slices connection mode cuts -d into for a row
+// with a proxy. The slices alternate with as many slices straight to the
+// backend, in the order D P P D D P P D, so that what else the machine
+// does at the time weighs on both alike and the ratio to direct is taken
+// between neighbours.
+const pairSlices = 4
+
+// direct is the backend itself, for the slices paired with a proxy's.
+func (b *bench) direct() target { return target{addr: b.env.backend.tcp, tls: b.tls} }
+
 func (b *bench) connPhase(ctx context.Context, res *result, round int, p *proc, t target) {
-	connMode(ctx, t, b.cfg.clients, b.cfg.warmup, maxConnsPerPhase)
-	cpu0, be0 := cpuOf(p), cpuOf(b.env.backend.proc)
-	st := connMode(ctx, t, b.cfg.clients, b.cfg.duration, maxConnsPerPhase)
-	cpu1, be1 := cpuOf(p), cpuOf(b.env.backend.proc)
+	c, d := b.cfg.clients, b.cfg.duration
+	connMode(ctx, t, c, b.cfg.warmup, maxConnsPerPhase)
+	var st, ref connStats
+	var cpu, be float64
+	measure := func(slice time.Duration) {
+		cpu0, be0 := cpuOf(p), cpuOf(b.env.backend.proc)
+		st.add(connMode(ctx, t, c, slice, maxConnsPerPhase))
+		cpu += cpuOf(p) - cpu0
+		be += cpuOf(b.env.backend.proc) - be0
+	}
+	if p == nil {
+		measure(d)
+		ref = st
+	} else {
+		for i := range pairSlices {
+			paired := func() { ref.add(connMode(ctx, b.direct(), c, d/pairSlices, maxConnsPerPhase)) }
+			if i%2 == 0 {
+				paired()
+				measure(d / pairSlices)
+			} else {
+				measure(d / pairSlices)
+				paired()
+			}
+		}
+	}
+	slices.Sort(st.lat)
 	if st.errs > 0 {
 		res.note("round %d: %d of %d connections failed, first: %v", round+1, st.errs, st.errs+st.conns, st.err)
 	}
-	if st.conns == 0 {
+	if st.conns == 0 || ref.conns == 0 {
 		return
 	}
 	res.set(mConnRate, round, st.rate())
+	res.set(mPairConnRate, round, ref.rate())
 	res.set(mP50, round, float64(percentile(st.lat, 50))/1e6)
 	res.set(mP99, round, float64(percentile(st.lat, 99))/1e6)
-	res.set(mCPUConn, round, (cpu1-cpu0)/float64(st.conns)*10000)
-	res.set(mBackendCPU, round, (be1-be0)/float64(st.conns)*10000)
+	res.set(mCPUConn, round, cpu/float64(st.conns)*10000)
+	res.set(mBackendCPU, round, be/float64(st.conns)*10000)
 }
 
+// bulkPhase moves -bulk MiB through the row and, for a row with a proxy,
+// as much straight from the backend next to it (before it in even rounds,
+// after it in odd ones), for the ratio.
 func (b *bench) bulkPhase(ctx context.Context, res *result, round int, p *proc, t target) {
+	var ref time.Duration
+	paired := func() {
+		if p == nil || ctx.Err() != nil {
+			return
+		}
+		var err error
+		if ref, err = bulkMode(ctx, b.direct(), b.cfg.bulk); err != nil {
+			res.note("round %d: bulk straight to the backend: %v", round+1, err)
+		}
+	}
+	if round%2 == 0 {
+		paired()
+	}
 	cpu0 := cpuOf(p)
 	d, err := bulkMode(ctx, t, b.cfg.bulk)
 	cpu1 := cpuOf(p)
+	if round%2 == 1 {
+		paired()
+	}
 	if err != nil {
 		res.note("round %d: bulk: %v", round+1, err)
 		return
 	}
-	res.set(mBulk, round, float64(b.cfg.bulk)/1e6/d.Seconds())
+	if p == nil {
+		ref = d
+	}
+	mb := float64(b.cfg.bulk) / 1e6
+	res.set(mBulk, round, mb/d.Seconds())
+	if ref > 0 {
+		res.set(mPairBulk, round, mb/ref.Seconds())
+	}
 	res.set(mCPUGiB, round, (cpu1-cpu0)/float64(b.cfg.bulk)*(1<<30))
 }
 

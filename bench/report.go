@@ -91,7 +91,7 @@ func (b *bench) report(f facts, took time.Duration) string {
 		}
 	}
 	fmt.Fprintf(&w, "- Software: %s (bench, backend); %s.\n", runtime.Version(), strings.Join(vers, "; "))
-	fmt.Fprintf(&w, "- Load: %d round(s), rows interleaved. Connection mode: %d concurrent clients for %v per row after %v of warm-up; "+
+	fmt.Fprintf(&w, "- Load: %d round(s), rows interleaved. Connection mode: %d concurrent clients for %v per row (and as long straight to the backend) after %v of warm-up; "+
 		"each connection is a full TLS 1.3 handshake (%s, ECDSA P-256, SNI %q, no resumption), one GET / and a close. "+
 		"Bulk: %d MiB down one connection. Idle: %d connections held open after the handshake. "+
 		"Each proxy admits %d connections at once (its maxconn), with a file descriptor limit of %d.\n",
@@ -99,8 +99,10 @@ func (b *bench) report(f facts, took time.Duration) string {
 	fmt.Fprintf(&w, "- The load generator, the backend (Go, one process) and the proxy share the machine's %d cores, "+
 		"so a proxy's CPU lowers every row's rate; the ratio to direct shows it. Proxy CPU is utime+stime of the proxy "+
 		"and its children (/proc/PID/stat); RSS is VmRSS of the same processes with the idle connections open, "+
-		"minus before, per connection. Figures are medians over the rounds, ± half their range; ratios are taken "+
-		"within each round. The machine is shared: expect noise.\n", f.cores)
+		"minus before, per connection. Figures are medians over the rounds, ± half their range. A row's × direct "+
+		"divides it by the backend measured straight next to it: connection mode alternates %d slices of the row with "+
+		"as many straight to the backend (D P P D …), bulk runs straight just before or after; the ratio's median "+
+		"over the rounds is shown. The machine is shared: expect noise.\n", f.cores, pairSlices)
 	fmt.Fprintf(&w, "- Took %v.\n\n", took.Round(time.Second))
 
 	direct := b.results[0]
@@ -113,9 +115,9 @@ func (b *bench) report(f facts, took time.Duration) string {
 		}
 		v := r.vals
 		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.row.name,
-			cell(v[mConnRate], 0), cell(ratios(v[mConnRate], direct.vals[mConnRate]), 2),
+			cell(v[mConnRate], 0), cell(ratios(v[mConnRate], v[mPairConnRate]), 2),
 			cell(v[mP50], 2), cell(v[mP99], 2),
-			cell(v[mBulk], 0), cell(ratios(v[mBulk], direct.vals[mBulk]), 2),
+			cell(v[mBulk], 0), cell(ratios(v[mBulk], v[mPairBulk]), 2),
 			cell(v[mCPUConn], 2), cell(v[mCPUGiB], 2), cell(v[mRSS], 1))
 	}
 
