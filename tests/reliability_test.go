@@ -170,7 +170,10 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 			var hold chan struct{}
 			size, order := int64(32<<10), -1
 			if tc.backpressure {
-				clients, hold, size, order = 200, gate, 2<<20, orderBackendFirst
+				// More than snilisten's socket buffers absorb (up to
+				// 4 MiB of send buffer towards the client), so that
+				// both splice pipes stay full while the client waits.
+				clients, hold, size, order = 40, gate, 8<<20, orderBackendFirst
 			} else {
 				srv.Gate = gate
 			}
