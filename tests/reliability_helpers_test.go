@@ -502,38 +502,6 @@ func cpuTimes(t testing.TB, pid int) (user, sys time.Duration) {
 	return time.Duration(utime) * tick, time.Duration(stime) * tick
 }
 
-// threads is the number of threads of pid.
-func threads(t testing.TB, pid int) int {
-	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatalf("threads of %d: %v", pid, err)
-	}
-	return len(entries)
-}
-
-// counter is a set of named counts safe for concurrent use, for the
-// figures a test reports.
-type counter struct {
-	mu sync.Mutex
-	m  map[string]int64
-}
-
-func (c *counter) add(name string, n int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]int64{}
-	}
-	c.m[name] += n
-}
-
-func (c *counter) get(name string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[name]
-}
-
 // sumLogField adds up the integer field (up= or down=) of the log lines of
 // p that contain every one of words.
 func sumLogField(p *Proc, field string, words ...string) int64 {
