@@ -33,8 +33,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/snitools/snitools/lib/hostname"
 )
 
 // Version is the message version this package writes.
@@ -90,12 +88,6 @@ func unmarshal(b []byte) (Message, error) {
 		return m, fmt.Errorf("%w: name of %d bytes in %d", ErrMessage, n, len(b))
 	}
 	m.SNI = string(b[4 : 4+n])
-	// Receivers may use the name as a path or a key: it must be what
-	// a sender may send, a canonical host name (lib/hostname), whoever
-	// the sender is.
-	if canon, err := hostname.Canonical(m.SNI); n > 0 && (err != nil || canon != m.SNI) {
-		return Message{}, fmt.Errorf("%w: %q is not a canonical host name", ErrMessage, m.SNI)
-	}
 	rest := b[4+n:]
 	switch l := int(rest[0]); {
 	case l == 0:

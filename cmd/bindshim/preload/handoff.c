@@ -13,7 +13,7 @@ int bs_handoff_parse(const unsigned char *b, size_t n, struct bs_handoff *m)
 	if (n < 5 || b[0] != BS_HANDOFF_VERSION)
 		return -1;
 	name = (size_t)b[2] << 8 | b[3];
-	if (n - 5 < name)
+	if (name > 255 || n - 5 < name) /* as lib/handoff: no name is longer */
 		return -1;
 	m->sni_offset = 4;
 	m->sni_length = name;
