@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -125,17 +126,61 @@ func (l *loop) stop() {
 
 func (l *loop) run() {
 	defer close(l.stopped)
+	// The loop waits for its epoll descriptor on the Go runtime's own
+	// poller, like any network goroutine, and then collects the events
+	// without blocking. A blocking epoll_wait would pin an OS thread and
+	// make the scheduler hand its processor around at every wait, which
+	// costs more than the relaying.
+	if err := unix.SetNonblock(l.epfd, true); err != nil {
+		panic(fmt.Sprintf("relay: epoll descriptor: %v", err)) // a bug, never input
+	}
+	f := os.NewFile(uintptr(l.epfd), "relay-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		panic(fmt.Sprintf("relay: epoll descriptor: %v", err))
+	}
 	events := make([]unix.EpollEvent, maxEvents)
 	lastSweep := time.Now()
 	for {
-		n, err := unix.EpollWait(l.epfd, events, int(sweepEvery/time.Millisecond))
-		if err != nil && err != unix.EINTR {
-			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // a bug, never input
-		}
+		f.SetReadDeadline(lastSweep.Add(sweepEvery))
+		rc.Read(func(uintptr) bool { return l.collect(events) })
 		now := time.Now()
 		l.mu.Lock()
-		l.now = now.UnixNano()
-		for _, ev := range events[:max(n, 0)] {
+		if now.Sub(lastSweep) >= sweepEvery {
+			l.now = now.UnixNano()
+			l.sweep()
+			lastSweep = now
+		}
+		if l.stopping {
+			for c := range l.conns {
+				l.finish(c, ErrAborted)
+			}
+			for _, p := range l.free {
+				closePipe(p)
+			}
+			l.mu.Unlock()
+			f.Close() // closes epfd
+			unix.Close(l.wakefd)
+			return
+		}
+		l.mu.Unlock()
+	}
+}
+
+// collect handles every ready event and reports whether the loop should
+// look up from its waiting (to stop), or false to wait for more events.
+func (l *loop) collect(events []unix.EpollEvent) bool {
+	for {
+		n, err := unix.EpollWait(l.epfd, events, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // a bug, never input
+		}
+		l.mu.Lock()
+		l.now = time.Now().UnixNano()
+		for _, ev := range events[:n] {
 			fd := int(ev.Fd)
 			if fd == l.wakefd {
 				var buf [8]byte
@@ -150,23 +195,14 @@ func (l *loop) run() {
 			l.finish(c, ErrAborted)
 		}
 		l.aborts = l.aborts[:0]
-		if now.Sub(lastSweep) >= sweepEvery {
-			l.sweep()
-			lastSweep = now
-		}
-		if l.stopping {
-			for c := range l.conns {
-				l.finish(c, ErrAborted)
-			}
-			for _, p := range l.free {
-				closePipe(p)
-			}
-			l.mu.Unlock()
-			unix.Close(l.epfd)
-			unix.Close(l.wakefd)
-			return
-		}
+		stopping := l.stopping
 		l.mu.Unlock()
+		if stopping {
+			return true
+		}
+		if n < len(events) {
+			return false // drained: wait for the next readiness
+		}
 	}
 }
 
