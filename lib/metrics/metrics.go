@@ -88,9 +88,10 @@ func (d *Dispatcher) Accepted() {
 
 // Finished counts a finished connection.
 func (d *Dispatcher) Finished(r dispatch.Report) {
-	d.active.Dec()
-	if c, ok := d.finished[r.Outcome]; ok {
-		c.Inc()
+	// Everything else first, the finished count last: a scrape that sees
+	// a connection finished sees all of it.
+	if d.perBackend != nil && r.Backend != "" {
+		d.perBackend.WithLabelValues(r.Backend, string(r.Outcome)).Inc()
 	}
 	d.bytesUp.Add(float64(r.Up))
 	d.bytesDown.Add(float64(r.Down))
@@ -101,9 +102,10 @@ func (d *Dispatcher) Finished(r dispatch.Report) {
 	if r.Connect > 0 {
 		d.connect.Observe(r.Connect.Seconds())
 	}
-	if d.perBackend != nil && r.Backend != "" {
-		d.perBackend.WithLabelValues(r.Backend, string(r.Outcome)).Inc()
+	if c, ok := d.finished[r.Outcome]; ok {
+		c.Inc()
 	}
+	d.active.Dec()
 }
 
 // Server serves /metrics.
