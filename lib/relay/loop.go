@@ -188,7 +188,7 @@ func (l *loop) collect(events []unix.EpollEvent) bool {
 				continue
 			}
 			if fd < len(l.ends) && l.ends[fd].c != nil {
-				l.pump(l.ends[fd].c)
+				l.pump(l.ends[fd], ev.Events)
 			}
 		}
 		for _, c := range l.aborts {
@@ -215,13 +215,25 @@ func (l *loop) sweep() {
 	}
 }
 
-// pump moves whatever can move in both directions of c, and finishes c
-// when both are done or one failed.
-func (l *loop) pump(c *conn) {
+// pump moves what an event on one side of a connection lets move: bytes
+// to read from that side go one way, room to write to that side lets the
+// other way resume if it was waiting for it. Only those directions are
+// tried, which saves the system calls that would only say EAGAIN. pump
+// finishes the connection when both directions are done or one failed.
+func (l *loop) pump(e endpoint, events uint32) {
+	c := e.c
 	if c.finished {
 		return
 	}
-	for i := range c.dir {
+	const readable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	const writable = unix.EPOLLOUT | unix.EPOLLHUP | unix.EPOLLERR
+	var dirs [2]bool
+	dirs[e.side] = events&readable != 0 // direction side reads from this side
+	dirs[1-e.side] = events&writable != 0 && c.dir[1-e.side].pending > 0
+	for i, try := range dirs {
+		if !try {
+			continue
+		}
 		if err := l.pumpDirection(c, i); err != nil {
 			name := [2]string{"client to backend", "backend to client"}[i]
 			l.finish(c, fmt.Errorf("%s: %w", name, err))
