@@ -77,6 +77,12 @@ var rows = []row{
 	snilistenRow("snilisten unix +PROXY v2", func(e *env) []string {
 		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix-proxy"), "-proxy-proto"}
 	}),
+	// The same as the row above with metrics recorded and served: what
+	// -metrics-listen costs (goal: connection rate within 2%).
+	snilistenRow("snilisten unix +PROXY v2 +metrics", func(e *env) []string {
+		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix-proxy"), "-proxy-proto",
+			"-metrics-listen", "127.0.0.1:0", "-metrics-per-backend"}
+	}),
 	snilistenRow("snilisten handoff", func(e *env) []string {
 		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "handoff")}
 	}),
