@@ -4,7 +4,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -128,26 +127,5 @@ func run() int {
 		log.Info("metrics", "address", ms.Addr().String())
 	}
 	srv := redirect.New(cfg)
-	served := make(chan error, len(lns))
-	for _, ln := range lns {
-		log.Info("listening", "address", ln.Addr().String(), "acme", *acme)
-		go func() { served <- srv.Serve(ln) }()
-	}
-	listener.Notify("READY=1")
-
-	status := 0
-	select {
-	case sig := <-signals:
-		log.Info("shutting down", "signal", sig.String(), "open", srv.Active(), "timeout", *shutdownTimeout)
-	case err := <-served:
-		log.Error("listener failed", "error", err.Error())
-		status = 1
-	}
-	listener.Notify("STOPPING=1")
-	ctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("shutdown timeout: open connections cut", "timeout", *shutdownTimeout)
-	}
-	return status
+	return cli.Serve(srv, lns, signals, *shutdownTimeout, log, "acme", *acme)
 }

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -113,6 +112,10 @@ func run() int {
 		return usage("-log-format: %v", err)
 	}
 
+	// Signals are caught before READY=1 is sent: a stop right after
+	// readiness must drain, not kill.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	lns, err := listener.Open(listens)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
@@ -141,31 +144,7 @@ func run() int {
 		return 1
 	}
 	defer srv.Close()
-	served := make(chan error, len(lns))
-	for _, ln := range lns {
-		log.Info("listening", "address", ln.Addr().String(), "mode", *mode)
-		go func() { served <- srv.Serve(ln) }()
-	}
-	// Catch signals before telling systemd we are ready: a stop right
-	// after READY must drain, not kill.
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	listener.Notify("READY=1")
-	status := 0
-	select {
-	case sig := <-signals:
-		log.Info("shutting down", "signal", sig.String(), "open", srv.Active(), "timeout", *shutdownTimeout)
-	case err := <-served:
-		log.Error("listener failed", "error", err.Error())
-		status = 1
-	}
-	listener.Notify("STOPPING=1")
-	ctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		log.Warn("shutdown timeout: open connections cut", "timeout", *shutdownTimeout)
-	}
-	return status
+	return cli.Serve(srv, lns, signals, *shutdownTimeout, log, "mode", *mode)
 }
 
 // newDialer builds the backend dialer for a mode from its flags; set says
