@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -169,20 +167,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 	need(t, "haproxy")
 	netnsSetup(t, []string{"192.0.2.1/32", "192.0.2.10/32", "2001:db8:5ba7::10/128"},
 		"127.0.0.1 localhost\n2001:db8:5ba7::10 app.example.test\n", "nameserver 127.0.0.53\n")
-	var mu sync.Mutex
-	var seen []string
-	ln, err := net.Listen("tcp", "[2001:db8:5ba7::10]:443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{TLSConfig: testPKI(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.RemoteAddr)
-		mu.Unlock()
-		io.WriteString(w, backendReply("app", r))
-	})}
-	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
+	seenBy := recordingHTTPS(t, "[2001:db8:5ba7::10]:443", "app")
 
 	args := []string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-accept-proxy", "127.0.0.1/32", "-metrics-per-backend"}
 	s1, m1 := startSnilistenMetrics(t, args...)
@@ -199,8 +184,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 	if want.String() != "64:ff9b:1::c000:20a" {
 		t.Fatalf("embedding of 192.0.2.10 is %s", want)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	seen := seenBy()
 	if len(seen) != requests {
 		t.Fatalf("backend saw %d requests, want %d", len(seen), requests)
 	}

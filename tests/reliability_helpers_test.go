@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -365,26 +364,6 @@ func (h *headWriter) Write(p []byte) (int, error) {
 		h.b = append(h.b, p[:k]...)
 	}
 	return len(p), nil
-}
-
-// startSnilistenCmd starts cmd, which runs snilisten somehow (under a
-// shell that lowers a limit, as another user), and waits until it logs
-// that it listens.
-func startSnilistenCmd(t testing.TB, cmd *exec.Cmd) *snilisten {
-	t.Helper()
-	p := start(t, cmd)
-	var addr string
-	waitFor(t, 10*time.Second, "snilisten to listen", func() bool {
-		if m := listeningRE.FindStringSubmatch(p.Output()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return p.Exited()
-	})
-	if addr == "" {
-		t.Fatalf("snilisten exited: %s", p.Output())
-	}
-	return &snilisten{Proc: p, Addr: addr}
 }
 
 var relMetricsRE = regexp.MustCompile(`msg=metrics address=(\S+)`)

@@ -33,7 +33,15 @@ var listeningRE = regexp.MustCompile(`msg=listening address=(\S+)`)
 func startSnilisten(t testing.TB, args ...string) *snilisten {
 	t.Helper()
 	all := append([]string{"-listen", "tcp:127.0.0.1:0"}, args...)
-	p := start(t, exec.Command(bin(t, "snilisten"), all...))
+	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), all...))
+}
+
+// startSnilistenCmd starts cmd, which runs snilisten somehow (under a
+// shell that lowers a limit, as another user), and waits until it logs
+// that it listens.
+func startSnilistenCmd(t testing.TB, cmd *exec.Cmd) *snilisten {
+	t.Helper()
+	p := start(t, cmd)
 	var addr string
 	waitFor(t, 10*time.Second, "snilisten to listen", func() bool {
 		if m := listeningRE.FindStringSubmatch(p.Output()); m != nil {

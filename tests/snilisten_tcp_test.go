@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
+	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,19 +191,7 @@ func TestSnilistenTCPMode(t *testing.T) {
 // startSnilistenOn is startSnilisten on a given listen spec.
 func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
 	t.Helper()
-	p := start(t, execCommand(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
-	var addr string
-	waitFor(t, 10*time.Second, "snilisten to listen", func() bool {
-		if m := listeningRE.FindStringSubmatch(p.Output()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return p.Exited()
-	})
-	if addr == "" {
-		t.Fatalf("snilisten exited: %s", p.Output())
-	}
-	return &snilisten{Proc: p, Addr: addr}
+	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
 }
 
 func TestSnilistenNAT46Mode(t *testing.T) {
@@ -217,20 +204,7 @@ func TestSnilistenNAT46Mode(t *testing.T) {
 			"2001:db8:5ba7::10 app.example.test\n192.0.2.1 app.example.test\n"+
 			"2001:db8:bad::1 evil.example.test\n192.0.2.1 evil.example.test\n",
 		"nameserver 127.0.0.53\n")
-	var mu sync.Mutex
-	var seen []string
-	ln, err := net.Listen("tcp", "[2001:db8:5ba7::10]:443")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{TLSConfig: testPKI(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.RemoteAddr)
-		mu.Unlock()
-		io.WriteString(w, backendReply("app", r))
-	})}
-	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
+	seenBy := recordingHTTPS(t, "[2001:db8:5ba7::10]:443", "app")
 	forbidden := watchListener(t, "[2001:db8:bad::1]:443")
 
 	s := startSnilistenOn(t, "tcp:192.0.2.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::", "-backend-cidr", "2001:db8:5ba7::/80", "-listen", "tcp:[::1]:443")
@@ -240,9 +214,7 @@ func TestSnilistenNAT46Mode(t *testing.T) {
 		t.Fatalf("nat46: %v\n%s", err, body)
 	}
 	want, _ := nat46.DefaultPrefix.Embed(netip.MustParseAddr("192.0.2.10"))
-	mu.Lock()
-	got := seen[0]
-	mu.Unlock()
+	got := seenBy()[0]
 	host, _, _ := net.SplitHostPort(got)
 	if host != want.String() {
 		t.Errorf("backend saw the client as %s, want the embedded address %s", host, want)
