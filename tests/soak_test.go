@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,6 +148,9 @@ func checkBaseline(t *testing.T, s *snilisten, metrics string, base soakBaseline
 	report := fmt.Sprintf("goroutines %v (baseline %v), descriptors %v (baseline %v; pipes bounded by %d)", g, base.goroutines, fds, base.fds, pipeBound)
 	if !ok {
 		t.Errorf("not back at the baseline: %s", report)
+		// Its goroutines, in its output: which one is left over.
+		syscall.Kill(s.Pid(), syscall.SIGQUIT)
+		time.Sleep(300 * time.Millisecond)
 	}
 	return report
 }

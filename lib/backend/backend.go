@@ -59,3 +59,13 @@ type Conn struct {
 type Dialer interface {
 	Dial(ctx context.Context, req Request) (Conn, error)
 }
+
+// An FDDialer is a Dialer that can also connect without the Go runtime,
+// for callers that hand the socket straight to lib/relay.
+type FDDialer interface {
+	Dialer
+	// DialFD is Dial returning a connected non-blocking socket
+	// descriptor (the caller's to close) instead of Conn.Conn, or -1
+	// with an error or a handoff. It never waits.
+	DialFD(req Request) (fd int, c Conn, err error)
+}

@@ -10,7 +10,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/rawsys"
 )
 
 // Unix connects to the UNIX socket Dir/<name>, or, if there is none, to the
@@ -73,14 +76,40 @@ func NewUnix(dir string) *Unix { return &Unix{Dir: dir} }
 // the wildcard: the operator's intent for that exact name is clear.
 func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 	var d net.Dialer
+	return u.dial(req, func(path string) (Conn, error) {
+		c, err := d.DialContext(ctx, "unix", path)
+		return Conn{Conn: c}, err
+	})
+}
+
+// DialFD is Dial returning a non-blocking socket descriptor outside the
+// Go runtime, for lib/relay.StartFDs: it saves registering the socket with
+// the runtime's poller only to take it out again. Connecting to a UNIX
+// socket never waits (a full backlog is an error, as it is for Dial), so
+// neither does DialFD. fd is -1 when there is no socket: for an error, or
+// for a handoff.
+func (u *Unix) DialFD(req Request) (fd int, _ Conn, _ error) {
+	fd = -1
+	c, err := u.dial(req, func(path string) (Conn, error) {
+		s, err := rawsys.ConnectUnix(path, unix.SOCK_STREAM)
+		fd = s
+		return Conn{}, err
+	})
+	return fd, c, err
+}
+
+// dial tries the candidate sockets for req.Name in order with connect,
+// and says what connect's errors mean.
+func (u *Unix) dial(req Request, connect func(path string) (Conn, error)) (Conn, error) {
 	for _, cand := range hostname.Candidates(req.Name) {
 		path := filepath.Join(u.Dir, cand)
 		if u.isSeqpacket(path) {
 			return Conn{Backend: path, Name: cand, Handoff: true}, nil
 		}
-		c, err := d.DialContext(ctx, "unix", path)
+		c, err := connect(path)
 		if err == nil {
-			return Conn{Conn: c, Backend: path, Name: cand}, nil
+			c.Backend, c.Name = path, cand
+			return c, nil
 		}
 		switch {
 		case errors.Is(err, syscall.EPROTOTYPE):
@@ -95,7 +124,7 @@ func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 		case errors.Is(err, syscall.EAGAIN):
 			return Conn{}, fmt.Errorf("%w: %s: backlog full", ErrRefused, path)
 		default:
-			return Conn{}, fmt.Errorf("%w: %s: %v", ErrRefused, path, err)
+			return Conn{}, fmt.Errorf("%w: %s: %w", ErrRefused, path, err)
 		}
 	}
 	return Conn{}, fmt.Errorf("%w: no socket %s", ErrUnknownName, filepath.Join(u.Dir, req.Name))

@@ -103,3 +103,22 @@ func (h *helloPeek) incomplete(b []byte) bool {
 	}
 	return h.payload < msgLen
 }
+
+// ErrNotYet means PeekNow found only part of a hello (or nothing): more
+// may arrive, so wait for it with Peek.
+var ErrNotYet = peek.ErrNotYet
+
+// PeekNow is Peek without waiting, for a non-blocking socket descriptor
+// outside the Go runtime (straight from accept4): it looks once at the
+// bytes that have arrived, in buf's capacity, and returns ErrNotYet unless
+// a whole hello, or something certainly not one, is there. A hello is
+// usually whole when the connection is accepted, and more so with
+// TCP_DEFER_ACCEPT, so that most connections never wait.
+func PeekNow(fd int, buf []byte, limit int) (Info, []byte, error) {
+	h := &helloPeek{limit: limit}
+	b, err := peek.Once(fd, buf, h.enough)
+	if err != nil {
+		return Info{}, b, err
+	}
+	return h.info, b, h.parsed
+}

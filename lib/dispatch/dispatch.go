@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/proxyheader"
+	"github.com/snitools/snitools/lib/rawsys"
 	"github.com/snitools/snitools/lib/relay"
 )
 
@@ -130,7 +132,14 @@ type Server struct {
 	active    sync.WaitGroup
 	ctx       context.Context // cancelled when connections are cut
 	cut       context.CancelFunc
+	fdFloor   int // descriptors from here on are the reserve
 }
+
+// fdReserve is how many descriptors the accept loop leaves unused even
+// when -max-conns does not bound connections: a connection whose backend
+// socket would take one of them is refused (internal_error), so that the
+// metrics endpoint, the relay's pipes and the log keep working.
+const fdReserve = 16
 
 // New returns a Server for cfg, with its relay event loops started.
 func New(cfg Config) (*Server, error) {
@@ -147,6 +156,11 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, conns: map[*record]struct{}{}, engine: engine}
 	if cfg.MaxConns > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConns)
+	}
+	s.fdFloor = math.MaxInt
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < 1<<30 {
+		s.fdFloor = int(lim.Cur) - fdReserve
 	}
 	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.ctx, s.cut = context.WithCancel(context.Background())
@@ -181,6 +195,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	defer s.untrack(ln)
+	if tl, ok := ln.(*net.TCPListener); ok {
+		deferAccept(tl)
+		if d, ok := s.cfg.Dialer.(backend.FDDialer); ok {
+			return s.serveFDs(tl, d)
+		}
+	}
 	var backoff listener.Backoff
 	for {
 		if s.slots != nil {
@@ -209,6 +229,281 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// serveFDs is Serve's accept loop for a TCP listener when the backend can
+// be connected to without the Go runtime (backend.FDDialer, unix mode).
+// Connections are accepted with accept4, outside the runtime's poller, and
+// most are dispatched right here by dispatchNow, without a goroutine of
+// their own and without the runtime ever registering their sockets: under
+// connection load, the goroutines, wake-ups and poller registrations per
+// connection cost more CPU than the relaying. The rest go to handle.
+func (s *Server) serveFDs(ln *net.TCPListener, d backend.FDDialer) error {
+	// A net.TCPListener's own raw connection cannot wait for readiness,
+	// an *os.File can: accept on a duplicate of the listening socket,
+	// closed with the listener, which is what stops a Serve.
+	f, err := ln.File()
+	if err != nil {
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
+	fl := fileListener{ln, f}
+	if !s.replaceListener(ln, fl) {
+		f.Close()
+		return ErrServerClosed
+	}
+	defer func() {
+		f.Close()
+		s.mu.Lock()
+		delete(s.listeners, fl)
+		s.mu.Unlock()
+	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
+	var backoff listener.Backoff
+	for {
+		if s.slots != nil {
+			s.slots <- struct{}{}
+		}
+		var fd int
+		var client *net.TCPAddr
+		var aerr error
+		err := rc.Read(func(lfd uintptr) bool {
+			for {
+				fd, client, aerr = rawsys.Accept4(int(lfd))
+				switch aerr {
+				case syscall.EINTR, syscall.ECONNABORTED:
+					continue // as net.TCPListener.Accept does
+				case syscall.EAGAIN:
+					return false // wait for the next connection
+				}
+				return true
+			}
+		})
+		if err == nil {
+			err = aerr
+		}
+		if err != nil {
+			s.release()
+			if s.closing() {
+				return ErrServerClosed
+			}
+			if !backoff.Wait(ln, err, s.cfg.Log) {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			continue
+		}
+		backoff.Reset()
+		// Nagle's algorithm would hold back the small records of a TLS
+		// handshake; Go sets this on every TCP connection it accepts.
+		rawsys.SetNoDelay(fd)
+		r := &record{start: time.Now(), client: client}
+		if !s.trackConn(r) {
+			rawsys.Close(fd)
+			s.release()
+			return ErrServerClosed
+		}
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Accepted()
+		}
+		if done, exhausted := s.dispatchNow(fd, r, d); done {
+			if exhausted != nil {
+				// Accepting more now would only take the descriptors
+				// others (the metrics endpoint, a relay needing a
+				// pipe) wait for.
+				backoff.Wait(ln, exhausted, s.cfg.Log)
+			}
+			continue
+		}
+		c, err := fdConn(fd)
+		if err != nil {
+			s.finish(r, OutcomeRelayError, fmt.Errorf("accepted connection: %w", err))
+			backoff.Wait(ln, err, s.cfg.Log) // out of descriptors, as above
+			continue
+		}
+		r.local = c.LocalAddr()
+		s.setCloser(r, c)
+		go s.run(c, r)
+	}
+}
+
+// deferAccept asks the kernel to wake the accept only once a connection's
+// first bytes arrived (TCP_DEFER_ACCEPT): a TLS client speaks first, so
+// its hello is usually whole when accept returns, and is peeked at once
+// instead of being waited for. A client that sends nothing is accepted
+// after about a second anyway, and then has -peek-timeout like any other.
+// Failing to set it costs speed, not correctness.
+func deferAccept(ln *net.TCPListener) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
+	})
+}
+
+// fileListener is a listener and the duplicate of its socket that
+// serveFDs waits on: closing it closes both.
+type fileListener struct {
+	*net.TCPListener
+	f *os.File
+}
+
+func (l fileListener) Close() error {
+	l.f.Close()
+	return l.TCPListener.Close()
+}
+
+// replaceListener swaps what Shutdown closes to stop a Serve, unless
+// Shutdown already began.
+func (s *Server) replaceListener(old, ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	delete(s.listeners, old)
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+// dispatchNow relays the connection on fd, or hands it off, right away if
+// that needs no waiting and nothing unusual: the whole hello has arrived
+// (with TCP_DEFER_ACCEPT it usually has when the connection is accepted),
+// names a valid host, and its backend socket accepts. It reports false,
+// having changed nothing, for anything else (a hello still on its way, a
+// client to refuse, a trusted front, a full queue), which the caller then
+// hands to the general path, where it can wait and explain. The exception
+// is running out of descriptors, where the general path would need one
+// more: the client is refused at once, and the error returned.
+func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, exhausted error) {
+	if s.cfg.TrustedFronts.Contains(r.client) {
+		return false, nil
+	}
+	bufp := s.peekBufs.Get().(*[]byte)
+	defer s.peekBufs.Put(bufp)
+	info, _, err := clienthello.PeekNow(fd, (*bufp)[:0], s.cfg.HelloLimit)
+	if err != nil {
+		return false, nil
+	}
+	name := s.cfg.DefaultHostname
+	if info.HasServerName() {
+		if name, err = hostname.Canonical(info.ServerName()); err != nil {
+			return false, nil
+		}
+	} else if name == "" {
+		return false, nil
+	}
+	peeked := time.Since(r.start)
+	bfd, b, err := d.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// Out of descriptors: the general path would need one more.
+		// Refuse now, which frees this one at once.
+		r.sni = name
+		refuseNow(fd, info.Length, clienthello.AlertInternalError)
+		s.finish(r, OutcomeBackendError, err)
+		return true, err
+	}
+	if err != nil {
+		return false, nil
+	}
+	if bfd >= s.fdFloor {
+		// Into the last descriptors: those are kept for the metrics
+		// endpoint, pipes and logs, which must work under overload.
+		rawsys.Close(bfd)
+		r.sni = name
+		refuseNow(fd, info.Length, clienthello.AlertInternalError)
+		err := fmt.Errorf("%w: keeping the last %d descriptors in reserve", syscall.EMFILE, fdReserve)
+		s.finish(r, OutcomeBackendError, err)
+		return true, err
+	}
+	connected := time.Since(r.start) - peeked
+	if b.Handoff {
+		if handoff.SendFD(b.Backend, fd, handoff.Message{SNI: name}) != nil {
+			return false, nil // the general path waits, or explains
+		}
+		rawsys.Close(fd)
+		r.sni, r.backend, r.backendName, r.peek, r.connect = name, b.Backend, b.Name, peeked, connected
+		s.finish(r, OutcomeHandoff, nil)
+		return true, nil
+	}
+	if s.cfg.ProxyHeader != 0 {
+		if !s.writeProxyHeaderFD(bfd, fd, r, name) {
+			rawsys.Close(bfd)
+			return false, nil
+		}
+	}
+	r.sni, r.backend, r.backendName, r.peek, r.connect = name, b.Backend, b.Name, peeked, connected
+	session, err := s.engine.StartFDs(fd, bfd, s.cfg.IdleTimeout, s.relayDone(r))
+	if err != nil {
+		rawsys.Close(bfd)
+		return false, nil
+	}
+	s.setCloser(r, session)
+	return true, nil
+}
+
+// refuseNow is refuse without waiting, for a socket outside the runtime:
+// it consumes the hello (so that closing sends a FIN, not a reset that
+// could destroy the alert), sends the alert and closes fd.
+func refuseNow(fd, helloLen int, alert clienthello.Alert) {
+	var buf [2048]byte
+	for helloLen > 0 {
+		n, err := rawsys.Read(fd, buf[:min(helloLen, len(buf))])
+		if err != nil || n <= 0 {
+			break
+		}
+		helloLen -= n
+	}
+	rec := alert.Record()
+	rawsys.Write(fd, rec[:])
+	rawsys.ShutdownWrite(fd)
+	rawsys.Close(fd)
+}
+
+// writeProxyHeaderFD sends the PROXY header for the client on fd to the
+// freshly connected backend socket bfd, which has room for it: a partial
+// write would be a bug of the backend's, and is reported as a failure.
+func (s *Server) writeProxyHeaderFD(bfd, fd int, r *record, name string) bool {
+	local, err := rawsys.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	r.local = local
+	h, err := s.proxyHeader(r, name)
+	if err != nil {
+		return false
+	}
+	b, err := h.Format()
+	if err != nil {
+		return false
+	}
+	n, err := rawsys.Write(bfd, b)
+	return err == nil && n == len(b)
+}
+
+// relayDone returns the completion of r's relay, which runs on a relay
+// event loop and so must not block: without per-connection logging it
+// finishes the record right there, else in a goroutine, since a log line
+// may wait for the journal.
+func (s *Server) relayDone(r *record) func(relay.Stats, error) {
+	return func(stats relay.Stats, err error) {
+		r.stats = stats
+		if s.cfg.Quiet {
+			s.finish(r, relayOutcome(err), err)
+			return
+		}
+		go s.finish(r, relayOutcome(err), err)
+	}
+}
+
+// fdConn makes a net.Conn of an accepted socket, taking over fd.
+func fdConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "client")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
 func (s *Server) release() {
 	if s.slots != nil {
 		<-s.slots
@@ -234,7 +529,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cut()
 	s.mu.Lock()
 	for r := range s.conns {
-		r.closer.Close()
+		if r.closer != nil {
+			r.closer.Close()
+		}
 	}
 	s.mu.Unlock()
 	<-done
@@ -301,10 +598,15 @@ func (s *Server) untrackConn(r *record) {
 }
 
 // setCloser says what cutting the connection means from now on.
+// If Shutdown has already cut the connections, it cuts this one too.
 func (s *Server) setCloser(r *record, c io.Closer) {
 	s.mu.Lock()
 	r.closer = c
+	cut := s.ctx.Err() != nil
 	s.mu.Unlock()
+	if cut {
+		c.Close()
+	}
 }
 
 // record is what the log line and the observer learn about one
@@ -333,6 +635,11 @@ func (s *Server) handle(c net.Conn, r *record) {
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Accepted()
 	}
+	s.run(c, r)
+}
+
+// run is handle for a connection already counted as accepted.
+func (s *Server) run(c net.Conn, r *record) {
 	outcome, err := s.dispatch(c, r)
 	if outcome == outcomeRelaying {
 		return
@@ -432,10 +739,7 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	}
 	// From here the relay's event loops own both sockets; no goroutine
 	// waits for this connection.
-	session, err := s.engine.Start(c, b.Conn, s.cfg.IdleTimeout, func(stats relay.Stats, err error) {
-		r.stats = stats
-		s.finish(r, relayOutcome(err), err)
-	})
+	session, err := s.engine.Start(c, b.Conn, s.cfg.IdleTimeout, s.relayDone(r))
 	if err != nil {
 		// Out of descriptors, most likely: the hello is still unread,
 		// so the client can be told, rather than reset.
@@ -537,11 +841,9 @@ func (s *Server) sendProxyHeader(b net.Conn, r *record, name string) error {
 	if s.cfg.ProxyHeader == 0 {
 		return nil
 	}
-	h := proxyproto.HeaderProxyFromAddrs(s.cfg.ProxyHeader, r.client, r.local)
-	if s.cfg.ProxyHeader == 2 {
-		if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(name)}}); err != nil {
-			return fmt.Errorf("PROXY header TLV: %w", err)
-		}
+	h, err := s.proxyHeader(r, name)
+	if err != nil {
+		return err
 	}
 	if s.cfg.ConnectTimeout > 0 {
 		b.SetWriteDeadline(time.Now().Add(s.cfg.ConnectTimeout))
@@ -551,6 +853,17 @@ func (s *Server) sendProxyHeader(b net.Conn, r *record, name string) error {
 		return fmt.Errorf("send PROXY header: %w", err)
 	}
 	return nil
+}
+
+// proxyHeader is the PROXY header for r's client.
+func (s *Server) proxyHeader(r *record, name string) (*proxyproto.Header, error) {
+	h := proxyproto.HeaderProxyFromAddrs(s.cfg.ProxyHeader, r.client, r.local)
+	if s.cfg.ProxyHeader == 2 {
+		if err := h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(name)}}); err != nil {
+			return nil, fmt.Errorf("PROXY header TLV: %w", err)
+		}
+	}
+	return h, nil
 }
 
 // refuse tells a TLS client why it is not served. It first consumes the

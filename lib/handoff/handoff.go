@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snitools/snitools/lib/rawsys"
 )
 
 // Version is the message version this package writes.
@@ -131,6 +133,26 @@ func SendMessage(path string, c *net.TCPConn, m Message) error {
 	}
 	if werr != nil {
 		return fmt.Errorf("handoff to %s: send: %w", path, werr)
+	}
+	return nil
+}
+
+// SendFD is SendMessage for a socket descriptor outside the Go runtime,
+// and without waiting: a receiver whose queue is full, or whose backlog
+// is, gives an error wrapping syscall.EAGAIN, where SendMessage waits up
+// to a second. fd stays open in the caller.
+func SendFD(path string, fd int, m Message) error {
+	payload, err := m.marshal()
+	if err != nil {
+		return err
+	}
+	s, err := rawsys.ConnectUnix(path, unix.SOCK_SEQPACKET)
+	if err != nil {
+		return fmt.Errorf("handoff to %s: connect: %w", path, err)
+	}
+	defer rawsys.Close(s)
+	if err := rawsys.SendFD(s, payload, fd); err != nil {
+		return fmt.Errorf("handoff to %s: send: %w", path, err)
 	}
 	return nil
 }

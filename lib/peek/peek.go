@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snitools/snitools/lib/rawsys"
 )
 
 // ErrFull means max bytes were peeked and the function still wanted more.
@@ -147,4 +149,33 @@ func recvPeek(fd uintptr, b []byte) (int, error) {
 		return 0, errno
 	}
 	return int(n), nil
+}
+
+// ErrNotYet means Once found fewer bytes than were wanted: more may come.
+var ErrNotYet = errors.New("peek: not all there yet")
+
+// Once peeks at the socket fd (non-blocking, outside the Go runtime's
+// poller) a single time, without waiting, and reports what enough says of
+// the bytes that have arrived: nil if enough, ErrNotYet if they are too
+// few for now or fill buf, io.EOF if the peer closed without a byte. It
+// is the fast path for a socket whose first bytes usually arrived with
+// the connection; a caller that gets ErrNotYet waits with Until.
+func Once(fd int, buf []byte, enough func(b []byte) bool) ([]byte, error) {
+	buf = buf[:cap(buf)]
+	for {
+		n, err := rawsys.RecvPeek(fd, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return buf[:0], ErrNotYet
+		case err != nil:
+			return buf[:0], fmt.Errorf("peek: recv: %w", err)
+		case n == 0:
+			return buf[:0], io.EOF
+		case enough(buf[:n]):
+			return buf[:n], nil
+		}
+		return buf[:n], ErrNotYet
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snitools/snitools/lib/rawsys"
 )
 
 const (
@@ -16,6 +18,9 @@ const (
 	pipeSize = 256 << 10
 	// maxFreePipes bounds the pool of idle pipes per loop.
 	maxFreePipes = 64
+	// copyBufSize is the loop's buffer for bursts copied through user
+	// space; a burst that fills it is spliced instead.
+	copyBufSize = 64 << 10
 	// sweepEvery is how often a loop looks for idle connections.
 	sweepEvery = time.Second
 	maxEvents  = 256
@@ -39,6 +44,8 @@ type loop struct {
 	conns        map[*conn]struct{}
 	aborts       []*conn
 	free         []pipe
+	buf          []byte   // copyBufSize, for copyBurst
+	ended        []ending // finished, their done not called yet
 	now          int64
 	stopping     bool
 	stopped      chan struct{}
@@ -59,7 +66,7 @@ func newLoop() (*loop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
 	}
-	l := &loop{epfd: epfd, wakefd: wakefd, conns: map[*conn]struct{}{}, stopped: make(chan struct{}), now: time.Now().UnixNano()}
+	l := &loop{epfd: epfd, wakefd: wakefd, conns: map[*conn]struct{}{}, buf: make([]byte, copyBufSize), stopped: make(chan struct{}), now: time.Now().UnixNano()}
 	go l.run()
 	return l, nil
 }
@@ -82,8 +89,7 @@ func (l *loop) add(c *conn) error {
 		l.ends[fd] = endpoint{c: c, side: side}
 	}
 	for i, fd := range c.fd {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := rawsys.EpollAdd(l.epfd, fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
 			for _, added := range c.fd[:i] {
 				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, added, nil)
 			}
@@ -159,11 +165,13 @@ func (l *loop) run() {
 				closePipe(p)
 			}
 			l.mu.Unlock()
+			l.reportEnded()
 			f.Close() // closes epfd
 			unix.Close(l.wakefd)
 			return
 		}
 		l.mu.Unlock()
+		l.reportEnded()
 	}
 }
 
@@ -171,7 +179,7 @@ func (l *loop) run() {
 // look up from its waiting (to stop), or false to wait for more events.
 func (l *loop) collect(events []unix.EpollEvent) bool {
 	for {
-		n, err := unix.EpollWait(l.epfd, events, 0)
+		n, err := rawsys.EpollReady(l.epfd, events)
 		if err == unix.EINTR {
 			continue
 		}
@@ -197,6 +205,7 @@ func (l *loop) collect(events []unix.EpollEvent) bool {
 		l.aborts = l.aborts[:0]
 		stopping := l.stopping
 		l.mu.Unlock()
+		l.reportEnded()
 		if stopping {
 			return true
 		}
@@ -227,6 +236,9 @@ func (l *loop) pump(e endpoint, events uint32) {
 	}
 	const readable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
 	const writable = unix.EPOLLOUT | unix.EPOLLHUP | unix.EPOLLERR
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.hup[e.side] = true
+	}
 	var dirs [2]bool
 	dirs[e.side] = events&readable != 0 // direction side reads from this side
 	dirs[1-e.side] = events&writable != 0 && c.dir[1-e.side].pending > 0
@@ -245,36 +257,37 @@ func (l *loop) pump(e endpoint, events uint32) {
 	}
 }
 
-// pumpDirection splices direction i until its source has nothing more
-// for now, its sink takes nothing more for now (backpressure: the source
-// is then left unread), or its source ended and the end was passed on.
+// pumpDirection moves direction i's bytes until its source has nothing
+// more for now, its sink takes nothing more for now (backpressure: the
+// source is then left unread), or its source ended and the end was passed
+// on.
+//
+// Bytes go one of two ways. A burst that fits the loop's buffer is read
+// into it and written straight out: two system calls, where splice takes
+// three (in, out, and the one more that says the source is empty). What
+// the sink does not take at once is parked in a pipe, the direction's
+// only buffer, until the sink is writable again. A burst that fills the
+// buffer is a stream: it is spliced through a pipe, so that large
+// transfers are not copied through user space.
 func (l *loop) pumpDirection(c *conn, i int) error {
 	d := &c.dir[i]
 	src, dst := c.fd[i], c.fd[1-i]
 	for {
 		if d.pending > 0 {
-			n, err := unix.Splice(d.pipe.r, nil, dst, nil, d.pending, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := rawsys.Splice(d.pipe.r, dst, d.pending)
 			switch {
 			case err == unix.EAGAIN:
 				return nil // wait until dst is writable
 			case err == unix.EINTR:
 				continue
 			case peerGone(err):
-				// The sink has closed and takes no more: the usual end
-				// of a connection (a server closing after its answer,
-				// with the client's close_notify still on the way), not
-				// a failure in itself. What it did not take is dropped
-				// with the pipe; the other direction still delivers
-				// what the sink sent before, and reports a reset if
-				// there was one.
-				closePipe(d.pipe)
-				d.pipe, d.pending, d.eof, d.shut = pipe{}, 0, true, true
+				l.sinkGone(d)
 				return nil
 			case err != nil:
 				return fmt.Errorf("write: %w", err)
 			}
-			d.pending -= int(n)
-			d.moved += n
+			d.pending -= n
+			d.moved += int64(n)
 			c.last = l.now
 			if d.pending > 0 {
 				continue
@@ -282,13 +295,21 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 		}
 		if d.eof {
 			if !d.shut {
-				if err := unix.Shutdown(dst, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+				if err := rawsys.ShutdownWrite(dst); err != nil && err != unix.ENOTCONN {
 					return fmt.Errorf("half-close: %w", err)
 				}
 				d.shut = true
 			}
 			l.releasePipe(d)
 			return nil
+		}
+		if !d.stream {
+			l.releasePipe(d)
+			drained, err := l.copyBurst(c, i)
+			if drained || err != nil || d.pending > 0 {
+				return err
+			}
+			continue
 		}
 		if !d.pipe.valid() {
 			p, err := l.getPipe()
@@ -297,9 +318,12 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 			}
 			d.pipe = p
 		}
-		n, err := unix.Splice(src, nil, d.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawsys.Splice(src, d.pipe.w, pipeSize)
 		switch {
 		case err == unix.EAGAIN:
+			// The stream paused: the next burst starts in the buffer
+			// again, and the pipe goes back to the pool.
+			d.stream = false
 			l.releasePipe(d)
 			return nil // wait until src is readable
 		case err == unix.EINTR:
@@ -313,10 +337,96 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 		case n == 0:
 			d.eof = true
 		default:
-			d.pending += int(n)
+			d.pending += n
 			c.last = l.now
 		}
 	}
+}
+
+// copyBurst reads what direction i's source has, up to the loop's buffer,
+// and writes it to the sink; what the sink does not take goes into a pipe
+// (pending). It reports drained when the source has nothing more for now:
+// a read shorter than the buffer emptied the socket, and with
+// edge-triggered epoll any later bytes bring a new event, so the read that
+// would only say EAGAIN is saved. Once the source has hung up, it is read
+// until it says so itself.
+func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
+	d := &c.dir[i]
+	src, dst := c.fd[i], c.fd[1-i]
+	n, err := rawsys.Read(src, l.buf)
+	switch {
+	case err == unix.EAGAIN:
+		return true, nil
+	case err == unix.EINTR:
+		return false, nil
+	case peerGone(err) && c.dir[1-i].shut:
+		d.eof = true
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read: %w", err)
+	case n == 0:
+		d.eof = true
+		return false, nil
+	}
+	c.last = l.now
+	w, err := rawsys.Write(dst, l.buf[:n])
+	switch {
+	case err == unix.EAGAIN, err == unix.EINTR:
+		w = 0
+	case peerGone(err):
+		l.sinkGone(d)
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("write: %w", err)
+	}
+	d.moved += int64(w)
+	if w < n {
+		if err := l.park(d, l.buf[w:n]); err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+	if n == len(l.buf) {
+		d.stream = true // more is likely waiting: splice it
+		return false, nil
+	}
+	return !c.hup[i], nil
+}
+
+// park puts bytes the sink did not take into the direction's pipe, to be
+// spliced out when the sink is writable. The pipe is empty (pending is 0
+// whenever a burst is read) and holds more than the buffer, so it takes
+// them all.
+func (l *loop) park(d *direction, b []byte) error {
+	if !d.pipe.valid() {
+		p, err := l.getPipe()
+		if err != nil {
+			return err
+		}
+		d.pipe = p
+	}
+	for len(b) > 0 {
+		n, err := rawsys.Write(d.pipe.w, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("buffer %d bytes in a pipe: %w", len(b), err)
+		}
+		d.pending += n
+		b = b[n:]
+	}
+	return nil
+}
+
+// sinkGone ends a direction whose sink has closed and takes no more: the
+// usual end of a connection (a server closing after its answer, with the
+// client's close_notify still on the way), not a failure in itself. What
+// it did not take is dropped; the other direction still delivers what the
+// sink sent before, and reports a reset if there was one.
+func (l *loop) sinkGone(d *direction) {
+	l.dropPipe(d)
+	d.eof, d.shut = true, true
 }
 
 // peerGone reports errors that mean the other end has closed.
@@ -330,22 +440,30 @@ func (l *loop) finish(c *conn, err error) {
 	c.finished = true
 	for _, fd := range c.fd {
 		l.ends[fd] = endpoint{}
-		unix.Close(fd) // also removes it from the epoll set
+		rawsys.Close(fd) // also removes it from the epoll set
 	}
 	for i := range c.dir {
-		d := &c.dir[i]
-		if d.pipe.valid() {
-			if d.pending > 0 {
-				closePipe(d.pipe) // holds bytes nobody will read
-			} else {
-				l.putPipe(d.pipe)
-			}
-			d.pipe = pipe{}
-		}
+		l.dropPipe(&c.dir[i])
 	}
 	delete(l.conns, c)
-	stats, done := c.stats(), c.done
-	go done(stats, err)
+	l.ended = append(l.ended, ending{c, err})
+}
+
+// ending is a finished connection and how it ended.
+type ending struct {
+	c   *conn
+	err error
+}
+
+// reportEnded calls done for the connections that finished, on the loop's
+// goroutine but outside its lock: done may take locks of its own, which
+// others hold while they ask the loop to abort a connection.
+func (l *loop) reportEnded() {
+	for i, e := range l.ended {
+		e.c.done(e.c.stats(), e.err)
+		l.ended[i] = ending{}
+	}
+	l.ended = l.ended[:0]
 }
 
 func (l *loop) releasePipe(d *direction) {
@@ -353,6 +471,31 @@ func (l *loop) releasePipe(d *direction) {
 		l.putPipe(d.pipe)
 		d.pipe = pipe{}
 	}
+}
+
+// dropPipe gives a direction's pipe back to the pool, first emptying it of
+// bytes nobody will read if there are few (the usual case: a close_notify
+// for a peer that has gone), else closing it.
+func (l *loop) dropPipe(d *direction) {
+	if !d.pipe.valid() {
+		return
+	}
+	for d.pending > 0 && d.pending <= len(l.buf) {
+		n, err := rawsys.Read(d.pipe.r, l.buf[:d.pending])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			break
+		}
+		d.pending -= n
+	}
+	if d.pending == 0 {
+		l.putPipe(d.pipe)
+	} else {
+		closePipe(d.pipe)
+	}
+	d.pipe, d.pending = pipe{}, 0
 }
 
 func (l *loop) getPipe() (pipe, error) {
@@ -380,6 +523,6 @@ func (l *loop) putPipe(p pipe) {
 }
 
 func closePipe(p pipe) {
-	unix.Close(p.r)
-	unix.Close(p.w)
+	rawsys.Close(p.r)
+	rawsys.Close(p.w)
 }

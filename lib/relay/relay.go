@@ -99,11 +99,14 @@ func (s *Session) Close() error {
 
 // Start relays between client and backend until both directions reached
 // end of stream, one failed, or nothing moved for idle (0: never), then
-// closes both and calls done from a new goroutine, with a nil error when
-// both sides finished cleanly. From the moment Start returns, the relay
-// owns the connections: client and backend themselves are closed and
-// their descriptors live on in the engine. Bytes already waiting in
-// either socket, such as a ClientHello only peeked, are relayed.
+// closes both and calls done, with a nil error when both sides finished
+// cleanly. done runs on the event loop, which relays other connections:
+// it must return quickly and never block (hand slow work, like a log
+// write that may wait, to a goroutine). From the moment Start returns,
+// the relay owns the connections: client and backend themselves are
+// closed and their descriptors live on in the engine. Bytes already
+// waiting in either socket, such as a ClientHello only peeked, are
+// relayed.
 func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(Stats, error)) (*Session, error) {
 	cfd, err := takeFD(client)
 	if err != nil {
@@ -116,11 +119,23 @@ func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(S
 	}
 	client.Close()
 	backend.Close()
-	c := &conn{fd: [2]int{cfd, bfd}, idle: idle, done: done}
-	l := e.loops[int(e.next.Add(1))%len(e.loops)]
-	if err := l.add(c); err != nil {
+	s, err := e.StartFDs(cfd, bfd, idle, done)
+	if err != nil {
 		unix.Close(cfd)
 		unix.Close(bfd)
+	}
+	return s, err
+}
+
+// StartFDs is Start for two connected, non-blocking stream socket
+// descriptors outside the Go runtime (from accept4 and connect, say),
+// which it takes over when it succeeds; when it fails, they are still the
+// caller's. It saves Start's duplicating and the runtime poller's
+// registering and unregistering of each socket.
+func (e *Engine) StartFDs(client, backend int, idle time.Duration, done func(Stats, error)) (*Session, error) {
+	c := &conn{fd: [2]int{client, backend}, idle: idle, done: done}
+	l := e.loops[int(e.next.Add(1))%len(e.loops)]
+	if err := l.add(c); err != nil {
 		return nil, err
 	}
 	return &Session{c: c, l: l}, nil
@@ -178,16 +193,19 @@ type conn struct {
 	fd       [2]int
 	dir      [2]direction
 	idle     time.Duration
-	last     int64 // loop time (ns) when bytes last moved
+	hup      [2]bool // the side hung up (or failed): read it until it says so
+	last     int64   // loop time (ns) when bytes last moved
 	done     func(Stats, error)
 	finished bool
 }
 
-// direction is one way of a connection: bytes spliced from its source into
-// a pipe (held only while bytes are in flight), then out to its sink.
+// direction is one way of a connection: bytes copied from its source to
+// its sink through the loop's buffer, or spliced through a pipe; the pipe
+// is held only while bytes are in flight.
 type direction struct {
 	pipe    pipe
 	pending int   // bytes in the pipe
+	stream  bool  // the last burst filled the buffer: splice
 	moved   int64 // bytes delivered to the sink
 	eof     bool  // the source ended its stream
 	shut    bool  // the end was passed on (shutdown(SHUT_WR) of the sink)

@@ -1,0 +1,182 @@
+// Package rawsys makes the system calls of snilisten's fast paths — the
+// relay's event loops and the accept loop that dispatches a connection
+// without a goroutine — without telling the Go scheduler.
+//
+// Why: a system call made the usual way (syscall.Syscall) enters the
+// scheduler's "in a system call" state, and when the process had been
+// idle for a moment, that wakes the scheduler's monitor thread, which
+// then polls every 20 µs for a millisecond or more, and lets it hand the
+// caller's processor to another thread if the call takes a while. A
+// proxy under connection load is idle for moments hundreds of times a
+// second: the monitor's polling and the wake-ups cost more CPU than the
+// relaying (perf: runtime.sysmon at 11–15% of snilisten's samples).
+//
+// The calls here are only for non-blocking sockets and pipes, which
+// return at once: none of them may wait. (connect on a UNIX stream
+// socket does not wait either: a full backlog is EAGAIN.)
+package rawsys
+
+import (
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func errnoErr(e syscall.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// Splice moves up to n bytes from rfd to wfd without blocking.
+func Splice(rfd, wfd, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(rfd), 0, uintptr(wfd), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	return int(r), errnoErr(e)
+}
+
+// Read is read(2).
+func Read(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return int(r), errnoErr(e)
+}
+
+// Write is write(2).
+func Write(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	return int(r), errnoErr(e)
+}
+
+// RecvPeek is recv(fd, b, MSG_PEEK|MSG_DONTWAIT): the bytes at the head
+// of the receive queue, left there.
+func RecvPeek(fd int, b []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return int(r), errnoErr(e)
+}
+
+// ShutdownWrite is shutdown(fd, SHUT_WR).
+func ShutdownWrite(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return errnoErr(e)
+}
+
+// Close closes a descriptor that cannot linger: a pipe, or a socket
+// without SO_LINGER.
+func Close(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// EpollReady collects ready events without waiting.
+func EpollReady(epfd int, events []unix.EpollEvent) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+	return int(r), errnoErr(e)
+}
+
+// EpollAdd registers fd with the epoll instance epfd.
+func EpollAdd(epfd, fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	return errnoErr(e)
+}
+
+// Accept4 accepts a connection on the non-blocking TCP listening socket
+// lfd as a non-blocking, close-on-exec socket, and returns the client's
+// address.
+func Accept4(lfd int) (int, *net.TCPAddr, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, nil, e
+	}
+	return int(r), tcpAddr(&rsa), nil
+}
+
+// Getsockname returns the local address of a TCP socket.
+func Getsockname(fd int) (*net.TCPAddr, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)))
+	if e != 0 {
+		return nil, e
+	}
+	return tcpAddr(&rsa), nil
+}
+
+// tcpAddr decodes an IPv4 or IPv6 socket address. A zone is kept as its
+// interface index: link-local clients of a TLS proxy are rare, and the
+// name would cost a lookup.
+func tcpAddr(rsa *unix.RawSockaddrAny) *net.TCPAddr {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return &net.TCPAddr{IP: net.IPv4(sa.Addr[0], sa.Addr[1], sa.Addr[2], sa.Addr[3]), Port: int(p[0])<<8 | int(p[1])}
+	case unix.AF_INET6:
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		a := &net.TCPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: int(p[0])<<8 | int(p[1])}
+		if sa.Scope_id != 0 {
+			a.Zone = uitoa(sa.Scope_id)
+		}
+		return a
+	}
+	return &net.TCPAddr{}
+}
+
+func uitoa(v uint32) string {
+	var b [10]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		if v /= 10; v == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+// SetNoDelay sets TCP_NODELAY, as Go does on every TCP connection.
+func SetNoDelay(fd int) error {
+	one := int32(1)
+	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)
+	return errnoErr(e)
+}
+
+// ConnectUnix connects a new non-blocking, close-on-exec UNIX socket of
+// type typ (unix.SOCK_STREAM, unix.SOCK_SEQPACKET) to path.
+func ConnectUnix(path string, typ int) (int, error) {
+	var sa unix.RawSockaddrUnix
+	if len(path) == 0 || len(path) >= len(sa.Path) {
+		return -1, unix.EINVAL
+	}
+	sa.Family = unix.AF_UNIX
+	for i := range len(path) {
+		sa.Path[i] = int8(path[i])
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, unix.AF_UNIX, uintptr(typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC), 0)
+	if e != 0 {
+		return -1, e
+	}
+	fd := int(r)
+	size := unsafe.Offsetof(sa.Path) + uintptr(len(path)) + 1
+	if _, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), size); e != 0 {
+		Close(fd)
+		return -1, e
+	}
+	return fd, nil
+}
+
+// SendFD sends payload with the descriptor fd attached (SCM_RIGHTS) on
+// the connected socket s.
+func SendFD(s int, payload []byte, fd int) error {
+	oob := unix.UnixRights(fd)
+	iov := unix.Iovec{Base: unsafe.SliceData(payload)}
+	iov.SetLen(len(payload))
+	msg := unix.Msghdr{Iov: &iov, Iovlen: 1, Control: unsafe.SliceData(oob)}
+	msg.SetControllen(len(oob))
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+	return errnoErr(e)
+}
