@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns both ends of a fresh loopback TCP connection: the
@@ -340,4 +342,72 @@ func socketpair() (*net.UnixConn, *net.UnixConn, error) {
 		return nil, nil, err
 	}
 	return a, b, nil
+}
+
+// rawFD returns the descriptor of c (which stays open: the test only
+// peeks through it).
+func rawFD(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// PeekNow sees a whole hello that has arrived, says ErrNotYet for part of
+// one or for nothing yet (without waiting), io.EOF for a peer that closed
+// silently, and leaves every byte unread.
+func TestPeekNow(t *testing.T) {
+	for _, c := range loadCaptures(t) {
+		if len(c.data) > 4000 {
+			continue // more than the caller's buffer: the general path's case
+		}
+		t.Run(c.file, func(t *testing.T) {
+			server, client := tcpPair(t)
+			fd := rawFD(t, server)
+			buf := make([]byte, 0, 4096)
+			if _, _, err := PeekNow(fd, buf, DefaultLimit); !errors.Is(err, ErrNotYet) {
+				t.Fatalf("nothing sent: err = %v, want ErrNotYet", err)
+			}
+			half := len(c.data) / 2
+			client.Write(c.data[:half])
+			waitQueued(t, server, half)
+			if _, _, err := PeekNow(fd, buf, DefaultLimit); !errors.Is(err, ErrNotYet) {
+				t.Fatalf("half a hello: err = %v, want ErrNotYet", err)
+			}
+			client.Write(c.data[half:])
+			waitQueued(t, server, len(c.data))
+			info, _, err := PeekNow(fd, buf, DefaultLimit)
+			if err != nil {
+				t.Fatalf("whole hello: %v", err)
+			}
+			c.check(t, info, c.bytes, c.records)
+			if got := readN(t, server, len(c.data)); !bytes.Equal(got, c.data) {
+				t.Errorf("bytes read after PeekNow differ from the bytes sent")
+			}
+		})
+	}
+	server, client := tcpPair(t)
+	client.Close()
+	waitQueued(t, server, 0)
+	if _, _, err := PeekNow(rawFD(t, server), make([]byte, 0, 64), DefaultLimit); err != io.EOF {
+		t.Errorf("silent close: err = %v, want io.EOF", err)
+	}
+}
+
+// waitQueued waits until n bytes (or, for 0, the peer's FIN) wait in c.
+func waitQueued(t *testing.T, c *net.TCPConn, n int) {
+	t.Helper()
+	fd := rawFD(t, c)
+	for range 1000 {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		unix.Poll(fds, 10)
+		if q, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && q >= n && fds[0].Revents != 0 {
+			return
+		}
+	}
+	t.Fatalf("%d bytes never arrived", n)
 }

@@ -683,16 +683,19 @@ func (s *Server) readFrontHeader(c net.Conn, r *record) error {
 	}
 	h, err := proxyheader.Read(c)
 	if err != nil {
-		return fmt.Errorf("from trusted front %s: %w", c.RemoteAddr(), err)
+		return fmt.Errorf("from trusted front %s: %w", r.client, err)
 	}
-	r.front, r.client, r.local = c.RemoteAddr(), h.SourceAddr, h.DestinationAddr
+	r.front, r.client, r.local = r.client, h.SourceAddr, h.DestinationAddr
 	return nil
 }
 
 // dispatch does the work for one connection and closes it.
 func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	defer c.Close()
-	if s.cfg.TrustedFronts.Contains(c.RemoteAddr()) {
+	// The peer's address as accept saw it: asked again now, the socket
+	// of a peer that already reset it (as HAProxy ends its health
+	// checks) would have none.
+	if s.cfg.TrustedFronts.Contains(r.client) {
 		if err := s.readFrontHeader(c, r); err != nil {
 			if errors.Is(err, proxyheader.ErrLocal) {
 				// The PROXY protocol's way for a balancer to check

@@ -6,12 +6,16 @@
 // one side is slow.
 //
 // A relayed connection costs no goroutine while it waits. Start takes the
-// two sockets' descriptors out of the Go runtime and gives them to one of
-// a few event loops (an Engine, about one per CPU) that wait for readiness
-// with edge-triggered epoll and splice through pipes taken from a pool only
-// while bytes are in flight. An idle connection is then a few hundred
-// bytes of bookkeeping, where two goroutines parked in io.Copy cost two
-// stacks and two pipes.
+// two sockets' descriptors out of the Go runtime (StartFDs takes them
+// straight from accept4 and connect) and gives them to one of a few event
+// loops (an Engine, about one per CPU) that wait for readiness with
+// edge-triggered epoll. A burst that fits the loop's 64 KiB buffer is
+// copied through it (read, write: the fewest system calls for the small
+// records of a TLS handshake); a stream is spliced through a pipe. Pipes
+// come from a pool and are held only while bytes are in flight: what a
+// slow sink has not taken waits in one, never in user space. An idle
+// connection is then a few hundred bytes of bookkeeping, where two
+// goroutines parked in io.Copy cost two stacks and two pipes.
 package relay
 
 import (

@@ -246,3 +246,55 @@ func openFDs(t testing.TB) int {
 	}
 	return len(entries)
 }
+
+// TestRelayPingPong exchanges many small messages, each waiting for the
+// answer to the one before: every burst is short, so the relay takes a
+// short read as "drained" and relies on the next edge-triggered event for
+// the next message. A missed event would hang the exchange.
+func TestRelayPingPong(t *testing.T) {
+	e := newEngine(t)
+	client, server, result, stats := proxied(t, e, 0)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := server.Read(buf)
+			if err != nil {
+				server.Close()
+				return
+			}
+			if _, err := server.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	client.SetDeadline(time.Now().Add(30 * time.Second))
+	const rounds = 2000
+	msg, buf := []byte("ping-0123456789"), make([]byte, 64)
+	for i := range rounds {
+		msg[4] = byte('a' + i%26)
+		if _, err := client.Write(msg); err != nil {
+			t.Fatalf("round %d: write: %v", i, err)
+		}
+		if _, err := io.ReadFull(client, buf[:len(msg)]); err != nil {
+			t.Fatalf("round %d: read: %v", i, err)
+		}
+		if !bytes.Equal(buf[:len(msg)], msg) {
+			t.Fatalf("round %d: got %q, want %q", i, buf[:len(msg)], msg)
+		}
+	}
+	client.(*net.TCPConn).CloseWrite()
+	if _, err := client.Read(buf); err != io.EOF {
+		t.Fatalf("after half-close: %v, want EOF", err)
+	}
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not finish")
+	}
+	if want := int64(rounds * len(msg)); stats.Up != want || stats.Down != want {
+		t.Errorf("stats %+v, want %d each way", *stats, want)
+	}
+}

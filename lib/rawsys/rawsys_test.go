@@ -1,0 +1,183 @@
+package rawsys
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func listenerFD(t *testing.T, ln net.Listener) int {
+	t.Helper()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	fd := int(f.Fd()) // Fd makes it blocking: undo that once
+	unix.SetNonblock(fd, true)
+	return fd
+}
+
+// Accept4 returns a non-blocking socket and the client's address exactly
+// as the client sees its own, for IPv4 and IPv6; Getsockname the address
+// the client connected to.
+func TestAccept4Addresses(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := "127.0.0.1:0"
+			if network == "tcp6" {
+				addr = "[::1]:0"
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				t.Skip(err)
+			}
+			defer ln.Close()
+			lfd := listenerFD(t, ln)
+			if _, _, err := Accept4(lfd); err != unix.EAGAIN {
+				t.Fatalf("nothing queued: err = %v, want EAGAIN", err)
+			}
+			c, err := net.Dial(network, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var fd int
+			var client *net.TCPAddr
+			for range 1000 {
+				if fd, client, err = Accept4(lfd); err != unix.EAGAIN {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer Close(fd)
+			if client.String() != c.LocalAddr().String() {
+				t.Errorf("client %v, want %v", client, c.LocalAddr())
+			}
+			local, err := Getsockname(fd)
+			if err != nil || local.String() != ln.Addr().String() {
+				t.Errorf("local %v (%v), want %v", local, err, ln.Addr())
+			}
+			if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+				t.Error("accepted socket is blocking")
+			}
+			if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); fl&unix.FD_CLOEXEC == 0 {
+				t.Error("accepted socket is inherited across exec")
+			}
+		})
+	}
+}
+
+// ConnectUnix reports what it found at the path the way connect(2) does,
+// which is what lib/backend tells its cases by.
+func TestConnectUnix(t *testing.T) {
+	dir := t.TempDir()
+	stream := filepath.Join(dir, "stream")
+	ln, err := net.Listen("unix", stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	seq := filepath.Join(dir, "seq")
+	sl, err := net.Listen("unixpacket", seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sl.Close()
+
+	fd, err := ConnectUnix(stream, unix.SOCK_STREAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("hello")
+	if n, err := Write(fd, msg); err != nil || n != len(msg) {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Errorf("backend read %q, %v", buf[:n], err)
+	}
+	c.Close()
+	Close(fd)
+
+	for _, tc := range []struct {
+		path string
+		typ  int
+		want error
+	}{
+		{filepath.Join(dir, "missing"), unix.SOCK_STREAM, unix.ENOENT},
+		{seq, unix.SOCK_STREAM, unix.EPROTOTYPE},
+		{stream, unix.SOCK_SEQPACKET, unix.EPROTOTYPE},
+		{"/" + strings.Repeat("x", 120), unix.SOCK_STREAM, unix.EINVAL},
+		{"", unix.SOCK_STREAM, unix.EINVAL},
+	} {
+		if fd, err := ConnectUnix(tc.path, tc.typ); !errors.Is(err, tc.want) || fd != -1 {
+			t.Errorf("ConnectUnix(%.20q, %d) = %d, %v; want -1, %v", tc.path, tc.typ, fd, err, tc.want)
+		}
+	}
+}
+
+// SendFD passes a working descriptor along with the payload.
+func TestSendFD(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s, err := ConnectUnix(path, unix.SOCK_SEQPACKET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(s)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := SendFD(s, []byte("msg"), int(w.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	c, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf, oob := make([]byte, 16), make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil || string(buf[:n]) != "msg" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("control messages %v, %v", msgs, err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("rights %v, %v", fds, err)
+	}
+	got := os.NewFile(uintptr(fds[0]), "passed")
+	defer got.Close()
+	if _, err := got.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := r.Read(b); err != nil || b[0] != 'x' {
+		t.Errorf("the passed descriptor is not the pipe's write end: %q, %v", b, err)
+	}
+}
