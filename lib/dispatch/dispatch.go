@@ -382,10 +382,12 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 	}
 	bufp := s.peekBufs.Get().(*[]byte)
 	defer s.peekBufs.Put(bufp)
-	info, _, err := clienthello.PeekNow(fd, (*bufp)[:0], s.cfg.HelloLimit)
+	info, hello, err := clienthello.PeekNow(fd, (*bufp)[:0], s.cfg.HelloLimit)
 	if err != nil {
 		return false, nil
 	}
+	outp := s.peekBufs.Get().(*[]byte)
+	defer s.peekBufs.Put(outp)
 	name := s.cfg.DefaultHostname
 	if info.HasServerName() {
 		if name, err = hostname.Canonical(info.ServerName()); err != nil {
@@ -427,17 +429,43 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		s.finish(r, OutcomeHandoff, nil)
 		return true, nil
 	}
+	out := (*outp)[:0]
 	if s.cfg.ProxyHeader != 0 {
-		if !s.writeProxyHeaderFD(bfd, fd, r, name) {
+		var ok bool
+		if out, ok = s.appendProxyHeaderFD(out, fd, r, name); !ok {
 			rawsys.Close(bfd)
 			return false, nil
 		}
 	}
 	r.sni, r.backend, r.backendName, r.peek, r.connect = name, b.Backend, b.Name, peeked, connected
-	session, err := s.engine.StartFDs(fd, bfd, s.cfg.IdleTimeout, s.relayDone(r))
+	// The hello is here: pass it on now, after the PROXY header and in
+	// the same write, rather than wake a relay loop for it. From this
+	// read on the client's bytes are on their way, and the connection
+	// can no longer go back to the general path.
+	header := len(out)
+	out = append(out, hello...)
+	n, err := rawsys.Read(fd, out[header:])
+	if err != nil {
+		n = 0 // the relay reads them, or meets the error, itself
+	}
+	out = out[:header+n]
+	w, err := rawsys.Write(bfd, out)
+	switch {
+	case err == syscall.EAGAIN:
+		w = 0
+	case err != nil:
+		rawsys.Close(bfd)
+		refuseNow(fd, 0, clienthello.AlertInternalError)
+		s.finish(r, OutcomeBackendError, fmt.Errorf("%w: %s: send: %w", backend.ErrRefused, b.Backend, err))
+		return true, nil
+	}
+	*outp = out[:0]
+	session, err := s.engine.StartFDs(fd, bfd, max(w-header, 0), out[w:], s.cfg.IdleTimeout, s.relayDone(r))
 	if err != nil {
 		rawsys.Close(bfd)
-		return false, nil
+		refuseNow(fd, 0, clienthello.AlertInternalError)
+		s.finish(r, OutcomeRelayError, err)
+		return true, nil
 	}
 	s.setCloser(r, session)
 	return true, nil
@@ -461,25 +489,22 @@ func refuseNow(fd, helloLen int, alert clienthello.Alert) {
 	rawsys.Close(fd)
 }
 
-// writeProxyHeaderFD sends the PROXY header for the client on fd to the
-// freshly connected backend socket bfd, which has room for it: a partial
-// write would be a bug of the backend's, and is reported as a failure.
-func (s *Server) writeProxyHeaderFD(bfd, fd int, r *record, name string) bool {
+// appendProxyHeaderFD appends the PROXY header for the client on fd.
+func (s *Server) appendProxyHeaderFD(out []byte, fd int, r *record, name string) ([]byte, bool) {
 	local, err := rawsys.Getsockname(fd)
 	if err != nil {
-		return false
+		return out, false
 	}
 	r.local = local
 	h, err := s.proxyHeader(r, name)
 	if err != nil {
-		return false
+		return out, false
 	}
 	b, err := h.Format()
 	if err != nil {
-		return false
+		return out, false
 	}
-	n, err := rawsys.Write(bfd, b)
-	return err == nil && n == len(b)
+	return append(out, b...), true
 }
 
 // relayDone returns the completion of r's relay, which runs on a relay

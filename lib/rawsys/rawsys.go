@@ -81,6 +81,13 @@ func EpollAdd(epfd, fd int, events uint32) error {
 	return errnoErr(e)
 }
 
+// EpollMod changes the events fd is registered for with epfd.
+func EpollMod(epfd, fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_MOD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	return errnoErr(e)
+}
+
 // Accept4 accepts a connection on the non-blocking TCP listening socket
 // lfd as a non-blocking, close-on-exec socket, and returns the client's
 // address.

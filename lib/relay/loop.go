@@ -89,7 +89,7 @@ func (l *loop) add(c *conn) error {
 		l.ends[fd] = endpoint{c: c, side: side}
 	}
 	for i, fd := range c.fd {
-		if err := rawsys.EpollAdd(l.epfd, fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET); err != nil {
+		if err := rawsys.EpollAdd(l.epfd, fd, readEvents); err != nil {
 			for _, added := range c.fd[:i] {
 				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, added, nil)
 			}
@@ -101,6 +101,50 @@ func (l *loop) add(c *conn) error {
 	}
 	c.last = l.now
 	l.conns[c] = struct{}{}
+	if len(c.unsent) > 0 {
+		// Bytes the caller already took from the client (the hello it
+		// peeked) and could not write to the backend at once: they
+		// wait in a pipe like any others.
+		err := l.park(&c.dir[0], c.unsent)
+		c.unsent = nil
+		if err == nil {
+			err = l.waitWritable(c, 1)
+		}
+		if err != nil {
+			for _, fd := range c.fd {
+				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+				l.ends[fd] = endpoint{}
+			}
+			l.dropPipe(&c.dir[0])
+			delete(l.conns, c)
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	return nil
+}
+
+// A socket is registered for reading only (edge-triggered, with the
+// peer's end of stream), and for writing only once a write could not be
+// completed: a UNIX socket reports room to write every time its reader
+// takes bytes, and those events would wake the loop for nothing on
+// almost every connection.
+const (
+	readEvents  = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	writeEvents = readEvents | unix.EPOLLOUT
+)
+
+// waitWritable makes sure the loop hears when side's socket can take
+// bytes again. Changing the registration reports a socket that already
+// can, so no moment is missed. It stays registered for writing from then
+// on: a connection that met backpressure once likely meets it again.
+func (l *loop) waitWritable(c *conn, side int) error {
+	if c.writeWait[side] {
+		return nil
+	}
+	if err := rawsys.EpollMod(l.epfd, c.fd[side], writeEvents); err != nil {
+		return fmt.Errorf("epoll_ctl: %w", err)
+	}
+	c.writeWait[side] = true
 	return nil
 }
 
@@ -277,7 +321,7 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 			n, err := rawsys.Splice(d.pipe.r, dst, d.pending)
 			switch {
 			case err == unix.EAGAIN:
-				return nil // wait until dst is writable
+				return l.waitWritable(c, 1-i)
 			case err == unix.EINTR:
 				continue
 			case peerGone(err):
@@ -384,7 +428,7 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		if err := l.park(d, l.buf[w:n]); err != nil {
 			return false, err
 		}
-		return false, nil
+		return false, l.waitWritable(c, 1-i)
 	}
 	if n == len(l.buf) {
 		d.stream = true // more is likely waiting: splice it

@@ -123,7 +123,7 @@ func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(S
 	}
 	client.Close()
 	backend.Close()
-	s, err := e.StartFDs(cfd, bfd, idle, done)
+	s, err := e.StartFDs(cfd, bfd, 0, nil, idle, done)
 	if err != nil {
 		unix.Close(cfd)
 		unix.Close(bfd)
@@ -136,8 +136,16 @@ func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(S
 // which it takes over when it succeeds; when it fails, they are still the
 // caller's. It saves Start's duplicating and the runtime poller's
 // registering and unregistering of each socket.
-func (e *Engine) StartFDs(client, backend int, idle time.Duration, done func(Stats, error)) (*Session, error) {
+//
+// sent and unsent are bytes the caller already read from the client:
+// sent it wrote to the backend itself (they count in Stats.Up), unsent
+// (copied) the relay writes before anything else.
+func (e *Engine) StartFDs(client, backend int, sent int, unsent []byte, idle time.Duration, done func(Stats, error)) (*Session, error) {
 	c := &conn{fd: [2]int{client, backend}, idle: idle, done: done}
+	c.dir[0].moved = int64(sent)
+	if len(unsent) > 0 {
+		c.unsent = append([]byte(nil), unsent...)
+	}
 	l := e.loops[int(e.next.Add(1))%len(e.loops)]
 	if err := l.add(c); err != nil {
 		return nil, err
@@ -197,7 +205,9 @@ type conn struct {
 	fd       [2]int
 	dir      [2]direction
 	idle     time.Duration
-	hup      [2]bool // the side hung up (or failed): read it until it says so
+	hup       [2]bool // the side hung up (or failed): read it until it says so
+	writeWait [2]bool // the side is registered for writability too
+	unsent    []byte  // bytes for the backend the caller could not write (until add)
 	last     int64   // loop time (ns) when bytes last moved
 	done     func(Stats, error)
 	finished bool
