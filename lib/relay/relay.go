@@ -202,15 +202,15 @@ func takeFD(c net.Conn) (int, error) {
 // conn is one relayed connection: side 0 is the client, side 1 the
 // backend; dir[0] moves client to backend (up), dir[1] the other way.
 type conn struct {
-	fd       [2]int
-	dir      [2]direction
-	idle     time.Duration
+	fd        [2]int
+	dir       [2]direction
+	idle      time.Duration
 	hup       [2]bool // the side hung up (or failed): read it until it says so
 	writeWait [2]bool // the side is registered for writability too
 	unsent    []byte  // bytes for the backend the caller could not write (until add)
-	last     int64   // loop time (ns) when bytes last moved
-	done     func(Stats, error)
-	finished bool
+	last      int64   // loop time (ns) when bytes last moved
+	done      func(Stats, error)
+	finished  bool
 }
 
 // direction is one way of a connection: bytes copied from its source to
