@@ -145,6 +145,18 @@ func uitoa(v uint32) string {
 	}
 }
 
+// SocketDomain returns a socket's address family (unix.AF_INET, AF_INET6,
+// AF_UNIX), or -1 if it cannot tell.
+func SocketDomain(fd int) int {
+	var v int32
+	n := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_DOMAIN, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&n)), 0)
+	if e != 0 {
+		return -1
+	}
+	return int(v)
+}
+
 // SetNoDelay sets TCP_NODELAY, as Go does on every TCP connection.
 func SetNoDelay(fd int) error {
 	one := int32(1)

@@ -181,3 +181,26 @@ func TestSendFD(t *testing.T) {
 		t.Errorf("the passed descriptor is not the pipe's write end: %q, %v", b, err)
 	}
 }
+
+func TestSocketDomain(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fds[0])
+	defer Close(fds[1])
+	s, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(s)
+	if got := SocketDomain(fds[0]); got != unix.AF_UNIX {
+		t.Errorf("socketpair: %d, want AF_UNIX", got)
+	}
+	if got := SocketDomain(s); got != unix.AF_INET6 {
+		t.Errorf("IPv6 socket: %d, want AF_INET6", got)
+	}
+	if got := SocketDomain(-1); got != -1 {
+		t.Errorf("bad descriptor: %d, want -1", got)
+	}
+}

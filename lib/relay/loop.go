@@ -431,7 +431,7 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		return false, l.waitWritable(c, 1-i)
 	}
 	if n == len(l.buf) {
-		d.stream = true // more is likely waiting: splice it
+		d.stream = c.spliceFrom(i) // more is likely waiting
 		return false, nil
 	}
 	return !c.hup[i], nil

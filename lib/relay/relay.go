@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snitools/snitools/lib/rawsys"
 )
 
 // ErrIdle is returned when nothing moved in either direction for the idle
@@ -208,6 +210,7 @@ type conn struct {
 	hup       [2]bool // the side hung up (or failed): read it until it says so
 	writeWait [2]bool // the side is registered for writability too
 	unsent    []byte  // bytes for the backend the caller could not write (until add)
+	domain    [2]int  // the sockets' address families, once asked
 	last      int64   // loop time (ns) when bytes last moved
 	done      func(Stats, error)
 	finished  bool
@@ -223,6 +226,18 @@ type direction struct {
 	moved   int64 // bytes delivered to the sink
 	eof     bool  // the source ended its stream
 	shut    bool  // the end was passed on (shutdown(SHUT_WR) of the sink)
+}
+
+// spliceFrom reports whether a stream from side is better spliced than
+// copied. From a TCP socket, splice moves the kernel's pages without
+// copying them; from a UNIX socket it copies anyway, and costs more than
+// read and write through the loop's buffer (make bench, unix mode, 1 GiB
+// down: 0.63 CPU-s spliced, 0.48 copied).
+func (c *conn) spliceFrom(side int) bool {
+	if c.domain[side] == 0 {
+		c.domain[side] = rawsys.SocketDomain(c.fd[side])
+	}
+	return c.domain[side] != unix.AF_UNIX
 }
 
 // Stats returns what moved so far.
