@@ -7,6 +7,17 @@
 // backend (dial) -> relay -> log line. Every failure is explicit: a client
 // that spoke TLS gets an alert saying why it cannot be served, anything
 // else is closed, and the log line says what happened.
+//
+// A connection takes one of two paths. The general path gives it a
+// goroutine and a net.Conn, and may wait: for the rest of a hello, for a
+// PROXY header from a trusted front, for DNS, for a client to read its
+// alert. In unix mode most connections never need any of that: the hello
+// arrived with the connection (TCP_DEFER_ACCEPT), the name has a socket.
+// For them the accept loop itself does everything with raw, non-blocking
+// system calls (lib/rawsys) and hands the two descriptors to the relay:
+// no goroutine, no registration with the runtime's poller, no wake-up of
+// another thread (dispatchNow). Anything unusual goes to the general path
+// unchanged, so every behaviour is defined there once.
 package dispatch
 
 import (
