@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func newEngine(t testing.TB) *Engine {
@@ -297,4 +299,71 @@ func TestRelayPingPong(t *testing.T) {
 	if want := int64(rounds * len(msg)); stats.Up != want || stats.Down != want {
 		t.Errorf("stats %+v, want %d each way", *stats, want)
 	}
+}
+
+// StartFDs with bytes the caller could not write to a backend whose
+// socket was full: they reach the backend first, before the client's own,
+// once the backend reads, and the byte counts include them and the bytes
+// the caller sent itself.
+func TestRelayStartFDsUnsent(t *testing.T) {
+	e := newEngine(t)
+	client, in := syscallSocketpairT(t)
+	out, server := syscallSocketpairT(t)
+	// Fill the backend's socket so that nothing more can be written.
+	filler := make([]byte, 64<<10)
+	unix.SetNonblock(out, true)
+	unix.SetNonblock(in, true)
+	filled := 0
+	for {
+		n, err := unix.Write(out, filler)
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		filled += n
+	}
+	unsent := []byte("the rest of a hello the caller read")
+	result := make(chan error, 1)
+	var stats Stats
+	if _, err := e.StartFDs(in, out, 100, unsent, 0, func(s Stats, err error) { stats = s; result <- err }); err != nil {
+		t.Fatal(err)
+	}
+	cf, sf := os.NewFile(uintptr(client), "client"), os.NewFile(uintptr(server), "server")
+	defer cf.Close()
+	defer sf.Close()
+	if _, err := cf.Write([]byte("+client")); err != nil {
+		t.Fatal(err)
+	}
+	cf.Close() // end of the client's stream
+	got, err := io.ReadAll(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(bytes.Repeat([]byte{0}, filled), "the rest of a hello the caller read+client"...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("backend got %d bytes ending %q, want %d ending %q", len(got), got[max(0, len(got)-45):], len(want), want[len(want)-45:])
+	}
+	sf.Close()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not finish")
+	}
+	if wantUp := int64(100 + len(unsent) + len("+client")); stats.Up != wantUp {
+		t.Errorf("Up = %d, want %d", stats.Up, wantUp)
+	}
+}
+
+func syscallSocketpairT(t *testing.T) (int, int) {
+	t.Helper()
+	fds, err := syscallSocketpair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fds[0], fds[1]
 }
