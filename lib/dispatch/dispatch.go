@@ -208,9 +208,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	defer s.untrack(ln)
 	if tl, ok := ln.(*net.TCPListener); ok {
 		deferAccept(tl)
-		if d, ok := s.cfg.Dialer.(backend.FDDialer); ok {
-			return s.serveFDs(tl, d)
-		}
+		return s.serveFDs(tl)
 	}
 	var backoff listener.Backoff
 	for {
@@ -240,14 +238,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// serveFDs is Serve's accept loop for a TCP listener when the backend can
-// be connected to without the Go runtime (backend.FDDialer, unix mode).
-// Connections are accepted with accept4, outside the runtime's poller, and
-// most are dispatched right here by dispatchNow, without a goroutine of
-// their own and without the runtime ever registering their sockets: under
-// connection load, the goroutines, wake-ups and poller registrations per
-// connection cost more CPU than the relaying. The rest go to handle.
-func (s *Server) serveFDs(ln *net.TCPListener, d backend.FDDialer) error {
+// serveFDs is Serve's accept loop for a TCP listener. Connections are
+// accepted with accept4, outside the runtime's poller, and most are
+// dispatched by dispatchNow without the runtime ever registering their
+// sockets, and in unix mode right here, without a goroutine of their own:
+// under connection load, the goroutines, wake-ups and poller
+// registrations per connection cost more CPU than the relaying. The rest
+// go to the general path (run).
+func (s *Server) serveFDs(ln *net.TCPListener) error {
+	d, _ := s.cfg.Dialer.(backend.FDDialer)
 	// A net.TCPListener's own raw connection cannot wait for readiness,
 	// an *os.File can: accept on a duplicate of the listening socket,
 	// closed with the listener, which is what stops a Serve.
@@ -381,7 +380,10 @@ func (s *Server) replaceListener(old, ln net.Listener) bool {
 // dispatchNow relays the connection on fd, or hands it off, right away if
 // that needs no waiting and nothing unusual: the whole hello has arrived
 // (with TCP_DEFER_ACCEPT it usually has when the connection is accepted),
-// names a valid host, and its backend socket accepts. It reports false,
+// names a valid host, and its backend socket accepts. With a dialer that
+// may wait (d nil: DNS and TCP in the tcp modes), the rest goes to a
+// goroutine, dialAndRelay, and the client's socket stays outside the
+// runtime all the same. It reports false,
 // having changed nothing, for anything else (a hello still on its way, a
 // client to refuse, a trusted front, a full queue), which the caller then
 // hands to the general path, where it can wait and explain. The exception
@@ -408,6 +410,11 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		return false, nil
 	}
 	peeked := time.Since(r.start)
+	if d == nil {
+		r.peek = peeked
+		go s.dialAndRelay(fd, r, name, info.ALPN(), info.Length)
+		return true, nil
+	}
 	bfd, b, err := d.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// Out of descriptors: the general path would need one more.
@@ -480,6 +487,68 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 	}
 	s.setCloser(r, session)
 	return true, nil
+}
+
+// dialAndRelay connects to the backend for the client on fd with a dialer
+// that may wait, then relays; the hello is still unread in fd. Failures
+// are told to the client as in dispatch, through a net.Conn made then.
+func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, helloLen int) {
+	if local, err := rawsys.Getsockname(fd); err == nil {
+		r.local = local
+	}
+	ctx := s.ctx
+	if s.cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+		defer cancel()
+	}
+	dialStart := time.Now()
+	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local})
+	r.connect = time.Since(dialStart)
+	if err == nil && b.Handoff {
+		err = fmt.Errorf("%w: %s: a handoff socket where a stream was expected", backend.ErrRefused, b.Backend)
+	}
+	if err == nil {
+		r.sni, r.backend, r.backendName = name, b.Backend, b.Name
+		err = s.sendProxyHeader(b, r, name)
+		var bfd int
+		if err == nil {
+			bfd, err = relay.DetachFD(b.Conn)
+		}
+		b.Close()
+		if err == nil {
+			session, serr := s.engine.StartFDs(fd, bfd, 0, nil, s.cfg.IdleTimeout, s.relayDone(r))
+			if serr == nil {
+				s.setCloser(r, session)
+				return
+			}
+			rawsys.Close(bfd)
+			err = serr
+		}
+	}
+	r.sni = name
+	c, cerr := fdConn(fd)
+	if cerr != nil {
+		s.finish(r, OutcomeBackendError, errors.Join(err, cerr))
+		return
+	}
+	s.setCloser(r, c)
+	outcome, alert := dialFailure(err)
+	s.refuse(c, helloLen, alert)
+	c.Close()
+	s.finish(r, outcome, err)
+}
+
+// dialFailure says how a connection whose backend could not be used ends,
+// and what its client is told.
+func dialFailure(err error) (Outcome, clienthello.Alert) {
+	switch {
+	case errors.Is(err, backend.ErrUnknownName):
+		return OutcomeUnknownName, clienthello.AlertUnrecognizedName
+	case errors.Is(err, backend.ErrNotAllowed):
+		return OutcomeRefusedCIDR, clienthello.AlertUnrecognizedName
+	}
+	return OutcomeBackendError, clienthello.AlertInternalError
 }
 
 // refuseNow is refuse without waiting, for a socket outside the runtime:
@@ -756,16 +825,9 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local})
 	r.connect = time.Since(dialStart)
 	if err != nil {
-		switch {
-		case errors.Is(err, backend.ErrUnknownName):
-			s.refuse(c, helloLen, clienthello.AlertUnrecognizedName)
-			return OutcomeUnknownName, err
-		case errors.Is(err, backend.ErrNotAllowed):
-			s.refuse(c, helloLen, clienthello.AlertUnrecognizedName)
-			return OutcomeRefusedCIDR, err
-		}
-		s.refuse(c, helloLen, clienthello.AlertInternalError)
-		return OutcomeBackendError, err
+		outcome, alert := dialFailure(err)
+		s.refuse(c, helloLen, alert)
+		return outcome, err
 	}
 	r.backend, r.backendName = b.Backend, b.Name
 	if b.Handoff {

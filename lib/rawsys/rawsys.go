@@ -120,7 +120,7 @@ func tcpAddr(rsa *unix.RawSockaddrAny) *net.TCPAddr {
 	case unix.AF_INET:
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
 		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
-		return &net.TCPAddr{IP: net.IPv4(sa.Addr[0], sa.Addr[1], sa.Addr[2], sa.Addr[3]), Port: int(p[0])<<8 | int(p[1])}
+		return &net.TCPAddr{IP: append(net.IP(nil), sa.Addr[:]...), Port: int(p[0])<<8 | int(p[1])} // 4 bytes, as Go's own
 	case unix.AF_INET6:
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
 		p := (*[2]byte)(unsafe.Pointer(&sa.Port))

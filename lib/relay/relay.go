@@ -172,6 +172,10 @@ func (e *Engine) Relay(client, backend net.Conn, idle time.Duration) (Stats, err
 	return r.s, r.err
 }
 
+// DetachFD returns a non-blocking duplicate of c's descriptor, for
+// StartFDs; the caller then closes c.
+func DetachFD(c net.Conn) (int, error) { return takeFD(c) }
+
 // takeFD duplicates a connection's descriptor (non-blocking, like the
 // original: they share the open file description) so that it outlives
 // the net.Conn, which the caller then closes.
