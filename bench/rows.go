@@ -99,7 +99,15 @@ var rows = []row{
 		name:    "haproxy",
 		needs:   []string{"haproxy"},
 		version: []string{"haproxy", "-v"},
-		start:   startHAProxy,
+		start:   func(e *env, addr string) (*proc, error) { return startHAProxy(e, addr, "") },
+	},
+	// HAProxy with TCP_DEFER_ACCEPT, which snilisten always sets: how
+	// much of the difference that option makes.
+	{
+		name:    "haproxy defer-accept",
+		needs:   []string{"haproxy"},
+		version: []string{"haproxy", "-v"},
+		start:   func(e *env, addr string) (*proc, error) { return startHAProxy(e, addr, " defer-accept") },
 	},
 	{
 		name:    "sniproxy",
@@ -145,7 +153,8 @@ stream {
 
 // startHAProxy runs HAProxy in TCP mode, routing on req.ssl_sni after
 // waiting for the ClientHello, one thread, in the foreground.
-func startHAProxy(e *env, addr string) (*proc, error) {
+// bindOptions is appended to the bind line.
+func startHAProxy(e *env, addr, bindOptions string) (*proc, error) {
 	conf, err := e.write("haproxy.cfg", fmt.Sprintf(`global
 	nbthread 1
 	maxconn %d
@@ -157,14 +166,14 @@ defaults
 	timeout server 10m
 
 frontend sni
-	bind %s
+	bind %s%s
 	tcp-request inspect-delay 5s
 	tcp-request content accept if { req.ssl_hello_type 1 }
 	use_backend bench if { req.ssl_sni -i %s }
 
 backend bench
 	server backend %s
-`, e.maxConns, addr, sni, e.backend.tcp))
+`, e.maxConns, addr, bindOptions, sni, e.backend.tcp))
 	if err != nil {
 		return nil, err
 	}
