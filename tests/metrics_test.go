@@ -193,7 +193,11 @@ func TestSnilistenMetricsNameFlood(t *testing.T) {
 	if body, err := httpsGet(t, s.Addr, "real.example.test", "/"); err != nil || !strings.Contains(body, "backend=real.example.test") {
 		t.Fatalf("request: %v %s", err, body)
 	}
-	before := waitScrape(t, maddr, "the first connection counted", func(m *scrape) bool { return m.finished() == 1 })
+	// Both counters: the observer updates them one after the other, and a
+	// scrape may fall between.
+	before := waitScrape(t, maddr, "the first connection counted", func(m *scrape) bool {
+		return m.finished() == 1 && m.value("snilisten_backend_connections_total", "backend", "real.example.test") == 1
+	})
 
 	const flood, workers = 10000, 32
 	names := make(chan string, flood)

@@ -248,7 +248,8 @@ func classify(err error) string {
 	switch {
 	case strings.Contains(s, "alert"):
 		return "alert"
-	case errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ENOTCONN):
+		// ENOTCONN: the client's own shutdown after the reset.
 		return "reset"
 	case errors.Is(err, syscall.EPIPE):
 		return "broken pipe"

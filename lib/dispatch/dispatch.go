@@ -217,12 +217,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		c, err := ln.Accept()
 		if err != nil {
-			s.release()
-			if s.closing() {
-				return ErrServerClosed
-			}
-			if !backoff.Wait(ln, err, s.cfg.Log) {
-				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			if end, err := s.acceptFailed(ln, err, &backoff); end {
+				return err
 			}
 			continue
 		}
@@ -293,12 +289,8 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 			err = aerr
 		}
 		if err != nil {
-			s.release()
-			if s.closing() {
-				return ErrServerClosed
-			}
-			if !backoff.Wait(ln, err, s.cfg.Log) {
-				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			if end, err := s.acceptFailed(ln, err, &backoff); end {
+				return err
 			}
 			continue
 		}
@@ -607,6 +599,21 @@ func fdConn(fd int) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "client")
 	defer f.Close()
 	return net.FileConn(f)
+}
+
+// acceptFailed handles an error from accepting on ln: it frees the slot
+// taken for the connection and reports whether the accept loop ends, and
+// with what error (ErrServerClosed after Shutdown). Temporary errors back
+// off and go on.
+func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff) (end bool, _ error) {
+	s.release()
+	if s.closing() {
+		return true, ErrServerClosed
+	}
+	if !backoff.Wait(ln, err, s.cfg.Log) {
+		return true, fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
+	return false, nil
 }
 
 func (s *Server) release() {

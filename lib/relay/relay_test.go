@@ -288,14 +288,7 @@ func TestRelayPingPong(t *testing.T) {
 	if _, err := client.Read(buf); err != io.EOF {
 		t.Fatalf("after half-close: %v, want EOF", err)
 	}
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("relay did not finish")
-	}
+	awaitClean(t, result)
 	if want := int64(rounds * len(msg)); stats.Up != want || stats.Down != want {
 		t.Errorf("stats %+v, want %d each way", *stats, want)
 	}
@@ -346,14 +339,7 @@ func TestRelayStartFDsUnsent(t *testing.T) {
 		t.Fatalf("backend got %d bytes ending %q, want %d ending %q", len(got), got[max(0, len(got)-45):], len(want), want[len(want)-45:])
 	}
 	sf.Close()
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("relay did not finish")
-	}
+	awaitClean(t, result)
 	if wantUp := int64(100 + len(unsent) + len("+client")); stats.Up != wantUp {
 		t.Errorf("Up = %d, want %d", stats.Up, wantUp)
 	}
@@ -366,4 +352,17 @@ func syscallSocketpairT(t *testing.T) (int, int) {
 		t.Fatal(err)
 	}
 	return fds[0], fds[1]
+}
+
+// awaitClean waits for a relay to report a clean end.
+func awaitClean(t *testing.T, result <-chan error) {
+	t.Helper()
+	select {
+	case err := <-result:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay did not finish")
+	}
 }
