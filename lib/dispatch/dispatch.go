@@ -169,9 +169,8 @@ func New(cfg Config) (*Server, error) {
 		s.slots = make(chan struct{}, cfg.MaxConns)
 	}
 	s.fdFloor = math.MaxInt
-	var lim syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < 1<<30 {
-		s.fdFloor = int(lim.Cur) - fdReserve
+	if limit, ok := fdLimit(); ok {
+		s.fdFloor = limit - fdReserve
 	}
 	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.ctx, s.cut = context.WithCancel(context.Background())
@@ -186,11 +185,21 @@ func New(cfg Config) (*Server, error) {
 // excess clients waiting in the kernel's queue instead of failing accept,
 // a backend connection or a pipe halfway through a transfer.
 func DefaultMaxConns() int {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+	limit, ok := fdLimit()
+	if !ok {
 		return 0
 	}
-	return max((int(lim.Cur)-64-relay.PoolDescriptors(0))/relay.DescriptorsPerConn, 16)
+	return max((limit-64-relay.PoolDescriptors(0))/relay.DescriptorsPerConn, 16)
+}
+
+// fdLimit returns the open file limit, unless it is unknown or so large
+// that it bounds nothing.
+func fdLimit() (int, bool) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return 0, false
+	}
+	return int(lim.Cur), true
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -408,6 +417,12 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		return true, nil
 	}
 	bfd, b, err := d.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
+	if err == nil && bfd >= s.fdFloor {
+		// Into the last descriptors: those are kept for the metrics
+		// endpoint, pipes and logs, which must work under overload.
+		rawsys.Close(bfd)
+		err = fmt.Errorf("%w: keeping the last %d descriptors in reserve", syscall.EMFILE, fdReserve)
+	}
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// Out of descriptors: the general path would need one more.
 		// Refuse now, which frees this one at once.
@@ -418,16 +433,6 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 	}
 	if err != nil {
 		return false, nil
-	}
-	if bfd >= s.fdFloor {
-		// Into the last descriptors: those are kept for the metrics
-		// endpoint, pipes and logs, which must work under overload.
-		rawsys.Close(bfd)
-		r.sni = name
-		refuseNow(fd, info.Length, clienthello.AlertInternalError)
-		err := fmt.Errorf("%w: keeping the last %d descriptors in reserve", syscall.EMFILE, fdReserve)
-		s.finish(r, OutcomeBackendError, err)
-		return true, err
 	}
 	connected := time.Since(r.start) - peeked
 	if b.Handoff {
@@ -488,34 +493,10 @@ func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, hel
 	if local, err := rawsys.Getsockname(fd); err == nil {
 		r.local = local
 	}
-	ctx := s.ctx
-	if s.cfg.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-		defer cancel()
-	}
-	dialStart := time.Now()
-	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local})
-	r.connect = time.Since(dialStart)
-	if err == nil && b.Handoff {
-		err = fmt.Errorf("%w: %s: a handoff socket where a stream was expected", backend.ErrRefused, b.Backend)
-	}
+	b, err := s.dial(backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}, r)
 	if err == nil {
-		r.sni, r.backend, r.backendName = name, b.Backend, b.Name
-		err = s.sendProxyHeader(b, r, name)
-		var bfd int
-		if err == nil {
-			bfd, err = relay.DetachFD(b.Conn)
-		}
-		b.Close()
-		if err == nil {
-			session, serr := s.engine.StartFDs(fd, bfd, 0, nil, s.cfg.IdleTimeout, s.relayDone(r))
-			if serr == nil {
-				s.setCloser(r, session)
-				return
-			}
-			rawsys.Close(bfd)
-			err = serr
+		if err = s.relayTo(fd, b, r, name); err == nil {
+			return
 		}
 	}
 	r.sni = name
@@ -529,6 +510,45 @@ func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, hel
 	s.refuse(c, helloLen, alert)
 	c.Close()
 	s.finish(r, outcome, err)
+}
+
+// relayTo starts relaying between the client on fd and the backend b,
+// which it closes (the relay works on a duplicate of its descriptor).
+func (s *Server) relayTo(fd int, b backend.Conn, r *record, name string) error {
+	if b.Handoff {
+		return fmt.Errorf("%w: %s: a handoff socket where a stream was expected", backend.ErrRefused, b.Backend)
+	}
+	defer b.Close()
+	r.sni, r.backend, r.backendName = name, b.Backend, b.Name
+	if err := s.sendProxyHeader(b, r, name); err != nil {
+		return err
+	}
+	bfd, err := relay.DetachFD(b.Conn)
+	if err != nil {
+		return err
+	}
+	session, err := s.engine.StartFDs(fd, bfd, 0, nil, s.cfg.IdleTimeout, s.relayDone(r))
+	if err != nil {
+		rawsys.Close(bfd)
+		return err
+	}
+	s.setCloser(r, session)
+	return nil
+}
+
+// dial connects to the backend for req within -connect-timeout (cut short
+// by the shutdown timeout), and times it in r.
+func (s *Server) dial(req backend.Request, r *record) (backend.Conn, error) {
+	ctx := s.ctx
+	if s.cfg.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+		defer cancel()
+	}
+	start := time.Now()
+	b, err := s.cfg.Dialer.Dial(ctx, req)
+	r.connect = time.Since(start)
+	return b, err
 }
 
 // dialFailure says how a connection whose backend could not be used ends,
@@ -822,15 +842,7 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	if err != nil {
 		return outcome, err
 	}
-	ctx := s.ctx
-	if s.cfg.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-		defer cancel()
-	}
-	dialStart := time.Now()
-	b, err := s.cfg.Dialer.Dial(ctx, backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local})
-	r.connect = time.Since(dialStart)
+	b, err := s.dial(backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}, r)
 	if err != nil {
 		outcome, alert := dialFailure(err)
 		s.refuse(c, helloLen, alert)

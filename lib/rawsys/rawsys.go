@@ -74,17 +74,11 @@ func EpollReady(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(r), errnoErr(e)
 }
 
-// EpollAdd registers fd with the epoll instance epfd.
-func EpollAdd(epfd, fd int, events uint32) error {
+// EpollCtl registers fd with the epoll instance epfd (op
+// unix.EPOLL_CTL_ADD) or changes its events (EPOLL_CTL_MOD).
+func EpollCtl(epfd, op, fd int, events uint32) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
-	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
-	return errnoErr(e)
-}
-
-// EpollMod changes the events fd is registered for with epfd.
-func EpollMod(epfd, fd int, events uint32) error {
-	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
-	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), unix.EPOLL_CTL_MOD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
 	return errnoErr(e)
 }
 

@@ -76,11 +76,22 @@ func newLoop() (*loop, error) {
 // loop's lock is held until both descriptors are registered, so that the
 // loop cannot finish (and close) the connection halfway; on failure the
 // connection is unregistered again and left to the caller, done unsaid.
-func (l *loop) add(c *conn) error {
+//
+// unsent are bytes for the backend that the caller already took from the
+// client (the hello it peeked) and could not write at once: they wait in
+// a pipe like any others, the backend registered for writability.
+func (l *loop) add(c *conn, unsent []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopping {
 		return errors.New("relay: engine closed")
+	}
+	if len(unsent) > 0 {
+		if err := l.park(&c.dir[0], unsent); err != nil {
+			l.dropPipe(&c.dir[0])
+			return fmt.Errorf("relay: %w", err)
+		}
+		c.writeWait[1] = true
 	}
 	for side, fd := range c.fd {
 		for fd >= len(l.ends) {
@@ -89,37 +100,23 @@ func (l *loop) add(c *conn) error {
 		l.ends[fd] = endpoint{c: c, side: side}
 	}
 	for i, fd := range c.fd {
-		if err := rawsys.EpollAdd(l.epfd, fd, readEvents); err != nil {
+		events := uint32(readEvents)
+		if c.writeWait[i] {
+			events = writeEvents
+		}
+		if err := rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, events); err != nil {
 			for _, added := range c.fd[:i] {
 				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, added, nil)
 			}
 			for _, fd := range c.fd {
 				l.ends[fd] = endpoint{}
 			}
+			l.dropPipe(&c.dir[0])
 			return fmt.Errorf("relay: epoll_ctl add: %w", err)
 		}
 	}
 	c.last = l.now
 	l.conns[c] = struct{}{}
-	if len(c.unsent) > 0 {
-		// Bytes the caller already took from the client (the hello it
-		// peeked) and could not write to the backend at once: they
-		// wait in a pipe like any others.
-		err := l.park(&c.dir[0], c.unsent)
-		c.unsent = nil
-		if err == nil {
-			err = l.waitWritable(c, 1)
-		}
-		if err != nil {
-			for _, fd := range c.fd {
-				unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-				l.ends[fd] = endpoint{}
-			}
-			l.dropPipe(&c.dir[0])
-			delete(l.conns, c)
-			return fmt.Errorf("relay: %w", err)
-		}
-	}
 	return nil
 }
 
@@ -141,7 +138,7 @@ func (l *loop) waitWritable(c *conn, side int) error {
 	if c.writeWait[side] {
 		return nil
 	}
-	if err := rawsys.EpollMod(l.epfd, c.fd[side], writeEvents); err != nil {
+	if err := rawsys.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, c.fd[side], writeEvents); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	c.writeWait[side] = true
@@ -355,12 +352,8 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 			}
 			continue
 		}
-		if !d.pipe.valid() {
-			p, err := l.getPipe()
-			if err != nil {
-				return err
-			}
-			d.pipe = p
+		if err := l.holdPipe(d); err != nil {
+			return err
 		}
 		n, err := rawsys.Splice(src, d.pipe.w, pipeSize)
 		switch {
@@ -442,12 +435,8 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 // whenever a burst is read) and holds more than the buffer, so it takes
 // them all.
 func (l *loop) park(d *direction, b []byte) error {
-	if !d.pipe.valid() {
-		p, err := l.getPipe()
-		if err != nil {
-			return err
-		}
-		d.pipe = p
+	if err := l.holdPipe(d); err != nil {
+		return err
 	}
 	for len(b) > 0 {
 		n, err := rawsys.Write(d.pipe.w, b)
@@ -508,6 +497,16 @@ func (l *loop) reportEnded() {
 		l.ended[i] = ending{}
 	}
 	l.ended = l.ended[:0]
+}
+
+// holdPipe gives direction d a pipe from the pool if it has none.
+func (l *loop) holdPipe(d *direction) error {
+	if d.pipe.valid() {
+		return nil
+	}
+	p, err := l.getPipe()
+	d.pipe = p
+	return err
 }
 
 func (l *loop) releasePipe(d *direction) {

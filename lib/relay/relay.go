@@ -114,11 +114,11 @@ func (s *Session) Close() error {
 // waiting in either socket, such as a ClientHello only peeked, are
 // relayed.
 func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(Stats, error)) (*Session, error) {
-	cfd, err := takeFD(client)
+	cfd, err := DetachFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("relay client: %w", err)
 	}
-	bfd, err := takeFD(backend)
+	bfd, err := DetachFD(backend)
 	if err != nil {
 		unix.Close(cfd)
 		return nil, fmt.Errorf("relay backend: %w", err)
@@ -141,15 +141,12 @@ func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(S
 //
 // sent and unsent are bytes the caller already read from the client:
 // sent it wrote to the backend itself (they count in Stats.Up), unsent
-// (copied) the relay writes before anything else.
+// the relay writes before anything else (it keeps no reference to them).
 func (e *Engine) StartFDs(client, backend int, sent int, unsent []byte, idle time.Duration, done func(Stats, error)) (*Session, error) {
 	c := &conn{fd: [2]int{client, backend}, idle: idle, done: done}
 	c.dir[0].moved = int64(sent)
-	if len(unsent) > 0 {
-		c.unsent = append([]byte(nil), unsent...)
-	}
 	l := e.loops[int(e.next.Add(1))%len(e.loops)]
-	if err := l.add(c); err != nil {
+	if err := l.add(c, unsent); err != nil {
 		return nil, err
 	}
 	return &Session{c: c, l: l}, nil
@@ -172,14 +169,10 @@ func (e *Engine) Relay(client, backend net.Conn, idle time.Duration) (Stats, err
 	return r.s, r.err
 }
 
-// DetachFD returns a non-blocking duplicate of c's descriptor, for
-// StartFDs; the caller then closes c.
-func DetachFD(c net.Conn) (int, error) { return takeFD(c) }
-
-// takeFD duplicates a connection's descriptor (non-blocking, like the
+// DetachFD duplicates a connection's descriptor (non-blocking, like the
 // original: they share the open file description) so that it outlives
-// the net.Conn, which the caller then closes.
-func takeFD(c net.Conn) (int, error) {
+// the net.Conn, which the caller then closes: for StartFDs.
+func DetachFD(c net.Conn) (int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1, fmt.Errorf("%T has no descriptor", c)
@@ -213,7 +206,6 @@ type conn struct {
 	idle      time.Duration
 	hup       [2]bool // the side hung up (or failed): read it until it says so
 	writeWait [2]bool // the side is registered for writability too
-	unsent    []byte  // bytes for the backend the caller could not write (until add)
 	domain    [2]int  // the sockets' address families, once asked
 	last      int64   // loop time (ns) when bytes last moved
 	done      func(Stats, error)
