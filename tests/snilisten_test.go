@@ -422,3 +422,39 @@ func TestSnilistenConcurrentAndNoLeak(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "open sockets back at the baseline", func() bool { return socketCount(t, s.Pid()) <= baseline })
 }
+
+// TestSnilistenDeferredAccept: snilisten's TCP listener defers accepting
+// a connection until its first bytes arrive (TCP_DEFER_ACCEPT), so that
+// the hello is there when it looks. A silent client is not accepted at
+// once, while a TLS client that connected after it is; the silent one is
+// accepted a little later all the same and closed at the peek timeout.
+func TestSnilistenDeferredAccept(t *testing.T) {
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	s, m := startSnilistenMetrics(t, "-unix-directory", dir, "-peek-timeout", "1s", "-q")
+	accepted := func() float64 { return metricValue(t, m, "snilisten_connections_accepted_total", "") }
+
+	silent, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	connected := time.Now()
+	if body, err := httpsGet(t, s.Addr, "app.example.test", "/"); err != nil || !strings.Contains(body, "backend=app.example.test") {
+		t.Fatalf("TLS client: %v %s", err, body)
+	}
+	n, elapsed := accepted(), time.Since(connected)
+	if elapsed > 800*time.Millisecond {
+		t.Skipf("the TLS request took %v: longer than the deferral lasts, too slow to tell", elapsed)
+	}
+	if n != 1 {
+		t.Fatalf("%v connections accepted while the silent one had sent nothing, want only the TLS client's", n)
+	}
+	waitFor(t, 15*time.Second, "the silent client accepted and closed at the peek timeout", func() bool {
+		return metricValue(t, m, "snilisten_connections_finished_total", `outcome="peek_timeout"`) == 1
+	})
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Errorf("silent client read %d bytes, want the connection closed", n)
+	}
+}
