@@ -10,10 +10,13 @@ import (
 // BenchmarkRelay moves bytes one way through the relay between two UNIX
 // socket pairs: b.N is in bytes moved (see the MB/s column), allocations
 // per op are per 1 MiB chunk.
-func BenchmarkRelay(b *testing.B) {
+func BenchmarkRelay(b *testing.B) { benchmarkRelay(b, unixPair) }
+
+// benchmarkRelay measures the relay between two connections made by pair.
+func benchmarkRelay(b *testing.B, pair func(testing.TB) (net.Conn, net.Conn)) {
 	e := newEngine(b)
-	client, in := unixPair(b)
-	out, server := unixPair(b)
+	client, in := pair(b)
+	out, server := pair(b)
 	done := make(chan error, 1)
 	if _, err := e.Start(in, out, 0, func(_ Stats, err error) { done <- err }); err != nil {
 		b.Fatal(err)
@@ -37,19 +40,7 @@ func BenchmarkIOCopy(b *testing.B) {
 
 // BenchmarkRelayTCP is BenchmarkRelay over loopback TCP on both sides,
 // where the relay splices.
-func BenchmarkRelayTCP(b *testing.B) {
-	e := newEngine(b)
-	client, in := tcpPair(b)
-	out, server := tcpPair(b)
-	done := make(chan error, 1)
-	if _, err := e.Start(in, out, 0, func(_ Stats, err error) { done <- err }); err != nil {
-		b.Fatal(err)
-	}
-	benchmarkPipe(b, client, server)
-	client.Close()
-	server.Close()
-	<-done
-}
+func BenchmarkRelayTCP(b *testing.B) { benchmarkRelay(b, tcpPair) }
 
 func benchmarkPipe(b *testing.B, client, server net.Conn) {
 	const chunk = 1 << 20
