@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestSnilistenRoutesByName(t *testing.T) {
@@ -457,4 +459,58 @@ func TestSnilistenDeferredAccept(t *testing.T) {
 	if n, err := silent.Read(make([]byte, 1)); err == nil {
 		t.Errorf("silent client read %d bytes, want the connection closed", n)
 	}
+}
+
+// TestSnilistenClientNoDelay: the socket snilisten holds for a relayed
+// client has Nagle's algorithm off, as Go would set it, though the fast
+// path no longer sets it per connection: it is set once on the listening
+// socket and inherited. Seen from inside snilisten, with a duplicate of
+// its descriptor (pidfd_getfd).
+func TestSnilistenClientNoDelay(t *testing.T) {
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	s := startSnilisten(t, "-unix-directory", dir, "-q")
+	c, err := tlsDial(t, s.Addr, "app.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fd := peerSocket(t, s.Cmd.Process.Pid, c.LocalAddr())
+	defer unix.Close(fd)
+	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+		t.Errorf("snilisten's socket for the client: TCP_NODELAY = %d (%v), want on", v, err)
+	}
+}
+
+// peerSocket returns a duplicate of the socket process pid holds whose
+// peer is addr.
+func peerSocket(t *testing.T, pid int, addr net.Addr) int {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		var target int
+		if _, err := fmt.Sscan(e.Name(), &target); err != nil {
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pidfd, target, 0)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if sa, err := unix.Getpeername(fd); err == nil {
+			if in, ok := sa.(*unix.SockaddrInet4); ok && (&net.TCPAddr{IP: in.Addr[:], Port: in.Port}).String() == addr.String() {
+				return fd
+			}
+		}
+		unix.Close(fd)
+	}
+	t.Fatalf("process %d holds no socket connected to %v", pid, addr)
+	return -1
 }

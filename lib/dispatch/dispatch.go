@@ -216,7 +216,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	defer s.untrack(ln)
 	if tl, ok := ln.(*net.TCPListener); ok {
-		deferAccept(tl)
+		tuneListener(tl)
 		return s.serveFDs(tl)
 	}
 	var backoff listener.Backoff
@@ -304,9 +304,6 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 			continue
 		}
 		backoff.Reset()
-		// Nagle's algorithm would hold back the small records of a TLS
-		// handshake; Go sets this on every TCP connection it accepts.
-		rawsys.SetNoDelay(fd)
 		r := &record{start: time.Now(), client: client}
 		if !s.trackConn(r) {
 			rawsys.Close(fd)
@@ -337,19 +334,29 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 	}
 }
 
-// deferAccept asks the kernel to wake the accept only once a connection's
-// first bytes arrived (TCP_DEFER_ACCEPT): a TLS client speaks first, so
-// its hello is usually whole when accept returns, and is peeked at once
+// tuneListener sets what every connection accepted from a TCP listener
+// should have, on the listening socket itself, inherited ones included.
+//
+// TCP_DEFER_ACCEPT asks the kernel to wake the accept only once a
+// connection's first bytes arrived: a TLS client speaks first, so its
+// hello is usually whole when accept returns, and is peeked at once
 // instead of being waited for. A client that sends nothing is accepted
 // after about a second anyway, and then has -peek-timeout like any other.
-// Failing to set it costs speed, not correctness.
-func deferAccept(ln *net.TCPListener) {
+//
+// TCP_NODELAY, because Nagle's algorithm would hold back the small records
+// of a TLS handshake. Go sets it on every connection it accepts; accepted
+// sockets inherit it from the listener, which saves that system call on
+// every connection of the fast path.
+//
+// Failing to set either costs speed, not correctness.
+func tuneListener(ln *net.TCPListener) {
 	rc, err := ln.SyscallConn()
 	if err != nil {
 		return
 	}
 	rc.Control(func(fd uintptr) {
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
+		rawsys.SetNoDelay(int(fd))
 	})
 }
 
@@ -464,7 +471,7 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		n = 0 // the relay reads them, or meets the error, itself
 	}
 	out = out[:header+n]
-	w, err := rawsys.Write(bfd, out)
+	w, err := rawsys.Send(bfd, out)
 	switch {
 	case err == syscall.EAGAIN:
 		w = 0
@@ -576,7 +583,7 @@ func refuseNow(fd, helloLen int, alert clienthello.Alert) {
 		helloLen -= n
 	}
 	rec := alert.Record()
-	rawsys.Write(fd, rec[:])
+	rawsys.Send(fd, rec[:])
 	rawsys.ShutdownWrite(fd)
 	rawsys.Close(fd)
 }

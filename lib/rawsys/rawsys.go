@@ -49,6 +49,16 @@ func Write(fd int, p []byte) (int, error) {
 	return int(r), errnoErr(e)
 }
 
+// Send is send(fd, p, MSG_NOSIGNAL|MSG_DONTWAIT), for sockets: a peer
+// that has gone gives EPIPE without the SIGPIPE a write(2) raises, which
+// the runtime would catch and ignore at the cost of a signal delivery —
+// on most connections, whose last bytes (a close_notify) meet a peer that
+// already closed.
+func Send(fd int, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT, 0, 0)
+	return int(r), errnoErr(e)
+}
+
 // RecvPeek is recv(fd, b, MSG_PEEK|MSG_DONTWAIT): the bytes at the head
 // of the receive queue, left there.
 func RecvPeek(fd int, b []byte) (int, error) {
@@ -151,7 +161,8 @@ func SocketDomain(fd int) int {
 	return int(v)
 }
 
-// SetNoDelay sets TCP_NODELAY, as Go does on every TCP connection.
+// SetNoDelay sets TCP_NODELAY, as Go does on every TCP connection. Set on
+// a listening socket, it holds for every connection accepted from it.
 func SetNoDelay(fd int) error {
 	one := int32(1)
 	_, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, uintptr(unsafe.Pointer(&one)), 4, 0)

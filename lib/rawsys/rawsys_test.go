@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -202,5 +203,81 @@ func TestSocketDomain(t *testing.T) {
 	}
 	if got := SocketDomain(-1); got != -1 {
 		t.Errorf("bad descriptor: %d, want -1", got)
+	}
+}
+
+// Send reports a peer that has gone as EPIPE without raising SIGPIPE;
+// write(2) in the same place raises it, which shows the test would see it.
+func TestSendNoSignal(t *testing.T) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGPIPE)
+	defer signal.Stop(sigs)
+	raised := func() bool {
+		select {
+		case <-sigs:
+			return true
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		send   func(int, []byte) (int, error)
+		signal bool
+	}{
+		{"Send", Send, false},
+		{"Write", Write, true},
+	} {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		Close(fds[1])
+		if _, err := tc.send(fds[0], []byte("x")); err != unix.EPIPE {
+			t.Errorf("%s to a closed peer: %v, want EPIPE", tc.name, err)
+		}
+		if got := raised(); got != tc.signal {
+			t.Errorf("%s to a closed peer: SIGPIPE raised %v, want %v", tc.name, got, tc.signal)
+		}
+		Close(fds[0])
+	}
+}
+
+// TCP_NODELAY set on a listening socket holds for the connections
+// accepted from it, which is what lets the accept loop skip setting it on
+// each.
+func TestSetNoDelayInherited(t *testing.T) {
+	for _, set := range []bool{false, true} {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lfd := listenerFD(t, ln)
+		if set {
+			if err := SetNoDelay(lfd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fd int
+		for range 1000 {
+			if fd, _, err = Accept4(lfd); err != unix.EAGAIN {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		if err != nil || (v != 0) != set {
+			t.Errorf("listener TCP_NODELAY %v: accepted socket has %d (%v)", set, v, err)
+		}
+		Close(fd)
+		c.Close()
+		ln.Close()
 	}
 }

@@ -406,7 +406,7 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		return false, nil
 	}
 	c.last = l.now
-	w, err := rawsys.Write(dst, l.buf[:n])
+	w, err := rawsys.Send(dst, l.buf[:n])
 	switch {
 	case err == unix.EAGAIN, err == unix.EINTR:
 		w = 0
