@@ -55,14 +55,24 @@ func (e *env) write(name, text string) (string, error) {
 
 // snilistenRow is a row running bin/snilisten with args after -listen.
 func snilistenRow(name string, args func(e *env) []string) row {
+	return snilistenRowEnv(name, nil, args)
+}
+
+// snilistenRowEnv is snilistenRow with environment variables (NAME=value)
+// set for snilisten, through env(1) so that the process measured is
+// snilisten itself and the command line in the report shows them.
+func snilistenRowEnv(name string, environ []string, args func(e *env) []string) row {
 	return row{
 		name:    name,
 		needs:   []string{"snilisten"},
 		version: []string{"snilisten", "-version"},
 		start: func(e *env, addr string) (*proc, error) {
-			argv := append([]string{e.snilisten, "-listen", "tcp:" + addr, "-q",
-				"-max-conns", strconv.Itoa(e.maxConns)}, args(e)...)
-			return e.run("snilisten", argv...)
+			var argv []string
+			if len(environ) > 0 {
+				argv = append(append([]string{"env"}, environ...), argv...)
+			}
+			argv = append(argv, e.snilisten, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
+			return e.run("snilisten", append(argv, args(e)...)...)
 		},
 	}
 }
@@ -72,6 +82,12 @@ func snilistenRow(name string, args func(e *env) []string) row {
 var rows = []row{
 	{name: "direct"},
 	snilistenRow("snilisten unix", func(e *env) []string {
+		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix")}
+	}),
+	// The row above on one processor, as HAProxy and nginx run here with
+	// one thread or worker: like for like with them, and what an operator
+	// sharing a small machine with its backends can choose (GOMAXPROCS).
+	snilistenRowEnv("snilisten unix GOMAXPROCS=1", []string{"GOMAXPROCS=1"}, func(e *env) []string {
 		return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix")}
 	}),
 	snilistenRow("snilisten unix +PROXY v2", func(e *env) []string {
