@@ -277,8 +277,18 @@ func (l *loop) pump(e endpoint, events uint32) {
 	}
 	const readable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
 	const writable = unix.EPOLLOUT | unix.EPOLLHUP | unix.EPOLLERR
-	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup[e.side] = true
+	// What the event says of the peer holds from now on: these states
+	// do not go back.
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		c.fin[e.side] = true
+	}
+	if events&unix.EPOLLERR != 0 {
+		c.failed[e.side] = true
+	}
+	if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		// Both ways are down (a UNIX peer closed, a TCP connection
+		// reset or closed both ways): a write could only fail.
+		c.gone[e.side] = true
 	}
 	var dirs [2]bool
 	dirs[e.side] = events&readable != 0 // direction side reads from this side
@@ -314,6 +324,10 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 	d := &c.dir[i]
 	src, dst := c.fd[i], c.fd[1-i]
 	for {
+		if d.pending > 0 && c.gone[1-i] {
+			l.sinkGone(d) // what a write would say, without the write
+			return nil
+		}
 		if d.pending > 0 {
 			n, err := rawsys.Splice(d.pipe.r, dst, d.pending)
 			switch {
@@ -385,8 +399,10 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 // (pending). It reports drained when the source has nothing more for now:
 // a read shorter than the buffer emptied the socket, and with
 // edge-triggered epoll any later bytes bring a new event, so the read that
-// would only say EAGAIN is saved. Once the source has hung up, it is read
-// until it says so itself.
+// would only say EAGAIN is saved. Once the source's peer has sent its end
+// (EPOLLRDHUP), a short read was its last bytes, and the read that would
+// return 0 is saved as well; after an error, the source is read until it
+// reports it.
 func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 	d := &c.dir[i]
 	src, dst := c.fd[i], c.fd[1-i]
@@ -406,6 +422,12 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		return false, nil
 	}
 	c.last = l.now
+	if c.gone[1-i] {
+		// The usual end: a client's close_notify for a backend that has
+		// closed. Dropped as a write would be, by EPIPE, without it.
+		l.sinkGone(d)
+		return true, nil
+	}
 	w, err := rawsys.Send(dst, l.buf[:n])
 	switch {
 	case err == unix.EAGAIN, err == unix.EINTR:
@@ -427,7 +449,17 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		d.stream = c.spliceFrom(i) // more is likely waiting
 		return false, nil
 	}
-	return !c.hup[i], nil
+	switch {
+	case c.failed[i]:
+		return false, nil // read again: the error is the next read's to report
+	case c.fin[i]:
+		// The peer had sent its end before this read: a short read was
+		// the last of its bytes, and the read that would return 0 is
+		// saved too.
+		d.eof = true
+		return false, nil
+	}
+	return true, nil
 }
 
 // park puts bytes the sink did not take into the direction's pipe, to be

@@ -204,7 +204,9 @@ type conn struct {
 	fd        [2]int
 	dir       [2]direction
 	idle      time.Duration
-	hup       [2]bool // the side hung up (or failed): read it until it says so
+	fin       [2]bool // the side's peer sent all it will (EPOLLRDHUP, EPOLLHUP)
+	failed    [2]bool // the side reported an error (EPOLLERR): read it until it says so
+	gone      [2]bool // the side takes no more bytes (EPOLLHUP, EPOLLERR)
 	writeWait [2]bool // the side is registered for writability too
 	domain    [2]int  // the sockets' address families, once asked
 	last      int64   // loop time (ns) when bytes last moved

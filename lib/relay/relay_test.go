@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,6 +129,77 @@ func TestRelayHalfClose(t *testing.T) {
 	if err := <-result; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRelayServerClosesFirst is how most relayed connections end: the
+// server answers and closes; the client reads the answer to its end, then
+// sends its last bytes (TLS's close_notify) for a server that is gone, and
+// closes. Those are dropped, the relay ends cleanly and counts the rest.
+// Run both ways round (the backend a UNIX or a TCP socket).
+func TestRelayServerClosesFirst(t *testing.T) {
+	e := newEngine(t)
+	for _, pair := range []struct {
+		name string
+		make func(testing.TB) (net.Conn, net.Conn)
+	}{{"unix", unixPair}, {"tcp", tcpPair}} {
+		t.Run(pair.name, func(t *testing.T) {
+			client, in := tcpPair(t)
+			out, server := pair.make(t)
+			defer client.Close()
+			result := make(chan error, 1)
+			var stats Stats
+			if _, err := e.Start(in, out, time.Minute, func(s Stats, err error) { stats = s; result <- err }); err != nil {
+				t.Fatal(err)
+			}
+			request, answer := "GET / HTTP/1.0\r\n\r\n", strings.Repeat("answer ", 1000)
+			client.Write([]byte(request))
+			got := make([]byte, len(request))
+			if _, err := io.ReadFull(server, got); err != nil || string(got) != request {
+				t.Fatalf("server read %q, %v", got, err)
+			}
+			server.Write([]byte(answer))
+			server.Close()
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			reply, err := io.ReadAll(client)
+			if err != nil || string(reply) != answer {
+				t.Fatalf("client read %d bytes (%v), want the %d of the answer and the end", len(reply), err, len(answer))
+			}
+			client.Write([]byte("close_notify"))
+			client.Close()
+			awaitClean(t, result)
+			// A TCP socket whose peer closed still takes the first
+			// write (the peer answers it with a reset); a UNIX one
+			// refuses it.
+			wantUp := int64(len(request))
+			if pair.name == "tcp" && stats.Up == wantUp+int64(len("close_notify")) {
+				wantUp = stats.Up
+			}
+			if stats.Up != wantUp || stats.Down != int64(len(answer)) {
+				t.Errorf("counted %d up, %d down; want %d, %d", stats.Up, stats.Down, wantUp, len(answer))
+			}
+		})
+	}
+}
+
+// TestRelayEndAfterPause: the client's last bytes come in a second burst,
+// with its end: both bursts arrive, and then the end.
+func TestRelayEndAfterPause(t *testing.T) {
+	e := newEngine(t)
+	client, server, result, _ := proxied(t, e, time.Minute)
+	client.Write([]byte("first "))
+	first := make([]byte, 6)
+	if _, err := io.ReadFull(server, first); err != nil {
+		t.Fatal(err)
+	}
+	client.Write([]byte("and last"))
+	client.(*net.TCPConn).CloseWrite()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	rest, err := io.ReadAll(server)
+	if err != nil || string(first)+string(rest) != "first and last" {
+		t.Fatalf("server read %q%q, %v", first, rest, err)
+	}
+	server.Close()
+	awaitClean(t, result)
 }
 
 func TestRelayIdle(t *testing.T) {
