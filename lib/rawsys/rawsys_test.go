@@ -25,6 +25,24 @@ func listenerFD(t *testing.T, ln net.Listener) int {
 	return fd
 }
 
+// acceptSoon accepts the connection just made to the listening socket lfd,
+// waiting a moment for it if need be.
+func acceptSoon(t *testing.T, lfd int) (int, *net.TCPAddr) {
+	t.Helper()
+	for range 1000 {
+		fd, client, err := Accept4(lfd)
+		if err == nil {
+			return fd, client
+		}
+		if err != unix.EAGAIN {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no connection to accept")
+	return -1, nil
+}
+
 // Accept4 returns a non-blocking socket and the client's address exactly
 // as the client sees its own, for IPv4 and IPv6; Getsockname the address
 // the client connected to.
@@ -49,17 +67,7 @@ func TestAccept4Addresses(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			var fd int
-			var client *net.TCPAddr
-			for range 1000 {
-				if fd, client, err = Accept4(lfd); err != unix.EAGAIN {
-					break
-				}
-				time.Sleep(time.Millisecond)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			fd, client := acceptSoon(t, lfd)
 			defer Close(fd)
 			if client.String() != c.LocalAddr().String() {
 				t.Errorf("client %v, want %v", client, c.LocalAddr())
@@ -262,16 +270,7 @@ func TestSetNoDelayInherited(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var fd int
-		for range 1000 {
-			if fd, _, err = Accept4(lfd); err != unix.EAGAIN {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		fd, _ := acceptSoon(t, lfd)
 		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
 		if err != nil || (v != 0) != set {
 			t.Errorf("listener TCP_NODELAY %v: accepted socket has %d (%v)", set, v, err)
