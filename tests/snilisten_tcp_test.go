@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,4 +237,90 @@ func TestSnilistenNAT46Mode(t *testing.T) {
 		t.Errorf("IPv6 client was served in nat46 mode")
 	}
 	waitLog(t, s.Proc, "client=[::1]:", "came over IPv6")
+}
+
+// TestSnilistenTCPSlowBackend: in tcp mode the backend's handshake is
+// usually over when connect returns (on this machine it always is), so a
+// backend that answers late takes the other path, waiting on the poller.
+// A listener whose accept queue is full drops SYNs, and the client's
+// kernel retries after a second: snilisten gives up at -connect-timeout
+// with internal_error (outcome backend_error), or relays once the backend
+// accepts again; a closed port is refused at once.
+func TestSnilistenTCPSlowBackend(t *testing.T) {
+	lfd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(lfd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(lfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(lfd), "backend")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// Fill the accept queue: a connection that stays there, then one
+	// whose SYN is dropped.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+		if i == 10 {
+			t.Skip("the accept queue does not fill up")
+		}
+	}
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+
+	for _, tc := range []struct {
+		name string
+		port int
+		wait time.Duration
+	}{
+		{"refused", closedPort, 0},
+		{"timeout", port, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSnilisten(t, "-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", fmt.Sprint(tc.port), "-connect-timeout", "2s")
+			start := time.Now()
+			_, err := tlsDial(t, s.Addr, "localhost")
+			if err == nil || !strings.Contains(err.Error(), "internal error") {
+				t.Fatalf("handshake: %v, want an internal_error alert", err)
+			}
+			if took := time.Since(start); took < tc.wait || took > tc.wait+3*time.Second {
+				t.Errorf("refused after %v, want about %v", took, tc.wait)
+			}
+			waitLog(t, s.Proc, "sni=localhost", "outcome=backend_error")
+		})
+	}
+
+	t.Run("late", func(t *testing.T) {
+		s := startSnilisten(t, "-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", fmt.Sprint(port), "-connect-timeout", "10s")
+		before := socketCount(t, s.Cmd.Process.Pid)
+		go func() {
+			time.Sleep(500 * time.Millisecond)
+			serveHTTPS(t, ln, "late") // accepts the queue, and the retried SYN gets in
+		}()
+		start := time.Now()
+		body, err := httpsGet(t, s.Addr, "localhost", "/")
+		if err != nil || !strings.Contains(body, "backend=late") {
+			t.Fatalf("through a late backend: %v %q", err, body)
+		}
+		if took := time.Since(start); took < 500*time.Millisecond {
+			t.Errorf("answered after %v, before the backend accepted", took)
+		}
+		waitFor(t, 10*time.Second, "snilisten back at its sockets", func() bool { return socketCount(t, s.Cmd.Process.Pid) == before })
+	})
 }

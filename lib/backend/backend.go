@@ -69,3 +69,12 @@ type FDDialer interface {
 	// with an error or a handoff. It never waits.
 	DialFD(req Request) (fd int, c Conn, err error)
 }
+
+// A ConnFDDialer is a Dialer that can return the connected socket as a
+// non-blocking descriptor (the caller's to close), for callers that hand
+// it to lib/relay. Unlike FDDialer's, its DialFD may wait (for DNS, for a
+// handshake), so it runs in a goroutine of its own.
+type ConnFDDialer interface {
+	Dialer
+	DialFD(ctx context.Context, req Request) (fd int, c Conn, err error)
+}

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/snitools/snitools/lib/nat46"
+	"github.com/snitools/snitools/lib/rawsys"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,6 +71,99 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 		return Conn{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
 	}
 	return Conn{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
+}
+
+// DialFD is Dial for the relay: it returns the connected socket as a
+// non-blocking descriptor (the caller's to close) instead of a net.Conn.
+// The socket is made with raw system calls and enters the Go runtime's
+// poller only if the handshake is still going on after the connect call
+// (a backend on another machine); a backend on this one has answered by
+// then. It sets no option the relay does not need (Go's dial sets
+// keep-alive and Nagle's algorithm off, and looks both addresses up).
+func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
+	var source netip.Addr
+	if d.NAT46.IsValid() {
+		src, err := d.sourceFor(req.Client)
+		if err != nil {
+			return -1, Conn{}, err
+		}
+		source, _ = netip.AddrFromSlice(src.IP)
+	}
+	targets, err := d.resolve(ctx, req)
+	if err != nil {
+		return -1, Conn{}, err
+	}
+	var errs []error
+	for _, t := range targets {
+		if err := d.Allow.Check(t); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fd, err := connectFD(ctx, t, source)
+		if err == nil {
+			return fd, Conn{Backend: t.String(), Name: t.String()}, nil
+		}
+		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return -1, Conn{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
+	}
+	return -1, Conn{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
+}
+
+// connectFD connects a raw socket to to, waiting for the handshake on the
+// runtime's poller if it has not finished when connect returns, until ctx
+// ends.
+func connectFD(ctx context.Context, to netip.AddrPort, source netip.Addr) (int, error) {
+	fd, inProgress, err := rawsys.ConnectTCP(to, source)
+	if err != nil {
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+	if !inProgress {
+		return fd, nil
+	}
+	if done, err := rawsys.Connected(fd); done {
+		if err != nil {
+			rawsys.Close(fd)
+			return -1, fmt.Errorf("connect: %w", err)
+		}
+		return fd, nil
+	}
+	f := os.NewFile(uintptr(fd), "backend")
+	defer f.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		f.SetWriteDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
+	defer stop()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var connectErr error
+	err = rc.Write(func(uintptr) bool {
+		var done bool
+		done, connectErr = rawsys.Connected(fd)
+		return done
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return -1, fmt.Errorf("connect: %w", context.Cause(ctx))
+	case err != nil:
+		return -1, fmt.Errorf("connect: %w", err)
+	case connectErr != nil:
+		return -1, fmt.Errorf("connect: %w", connectErr)
+	}
+	// Out of the poller again: a duplicate for the relay, and the
+	// original closed (and unregistered) with f.
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("dup: %w", err)
+	}
+	return dup, nil
 }
 
 // unwrapDial drops net.OpError's repetition of the addresses.

@@ -407,8 +407,6 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 	if err != nil {
 		return false, nil
 	}
-	outp := s.peekBufs.Get().(*[]byte)
-	defer s.peekBufs.Put(outp)
 	name := s.cfg.DefaultHostname
 	if info.HasServerName() {
 		if name, err = hostname.Canonical(info.ServerName()); err != nil {
@@ -451,21 +449,37 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		s.finish(r, OutcomeHandoff, nil)
 		return true, nil
 	}
+	r.peek, r.connect = peeked, connected
+	if !s.relayFDs(fd, bfd, b, r, name, len(hello)) {
+		rawsys.Close(bfd)
+		return false, nil
+	}
+	return true, nil
+}
+
+// relayFDs sends the PROXY header (if configured) and the client's hello
+// (helloLen bytes, already here) to the connected backend bfd in one
+// write, then gives both sockets to the relay. It reports false, with
+// nothing read from the client and bfd left to the caller, only if the
+// PROXY header could not be made; every other failure it answers itself
+// (an alert to the client, the log line).
+func (s *Server) relayFDs(fd, bfd int, b backend.Conn, r *record, name string, helloLen int) bool {
+	outp := s.peekBufs.Get().(*[]byte)
+	defer s.peekBufs.Put(outp)
 	out := (*outp)[:0]
 	if s.cfg.ProxyHeader != 0 {
 		var ok bool
 		if out, ok = s.appendProxyHeaderFD(out, fd, r, name); !ok {
-			rawsys.Close(bfd)
-			return false, nil
+			return false
 		}
 	}
-	r.sni, r.backend, r.backendName, r.peek, r.connect = name, b.Backend, b.Name, peeked, connected
-	// The hello is here: pass it on now, after the PROXY header and in
-	// the same write, rather than wake a relay loop for it. From this
-	// read on the client's bytes are on their way, and the connection
-	// can no longer go back to the general path.
+	r.sni, r.backend, r.backendName = name, b.Backend, b.Name
+	// Pass the hello on now, after the PROXY header and in the same
+	// write, rather than wake a relay loop for it. From this read on the
+	// client's bytes are on their way, and the connection can no longer
+	// go back to the general path.
 	header := len(out)
-	out = append(out, hello...)
+	out = append(out, make([]byte, helloLen)...)
 	n, err := rawsys.Read(fd, out[header:])
 	if err != nil {
 		n = 0 // the relay reads them, or meets the error, itself
@@ -479,7 +493,7 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		rawsys.Close(bfd)
 		refuseNow(fd, 0, clienthello.AlertInternalError)
 		s.finish(r, OutcomeBackendError, fmt.Errorf("%w: %s: send: %w", backend.ErrRefused, b.Backend, err))
-		return true, nil
+		return true
 	}
 	*outp = out[:0]
 	session, err := s.engine.StartFDs(fd, bfd, max(w-header, 0), out[w:], s.cfg.IdleTimeout, s.relayDone(r))
@@ -487,10 +501,10 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		rawsys.Close(bfd)
 		refuseNow(fd, 0, clienthello.AlertInternalError)
 		s.finish(r, OutcomeRelayError, err)
-		return true, nil
+		return true
 	}
 	s.setCloser(r, session)
-	return true, nil
+	return true
 }
 
 // dialAndRelay connects to the backend for the client on fd with a dialer
@@ -500,10 +514,25 @@ func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, hel
 	if local, err := rawsys.Getsockname(fd); err == nil {
 		r.local = local
 	}
-	b, err := s.dial(backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}, r)
-	if err == nil {
-		if err = s.relayTo(fd, b, r, name); err == nil {
-			return
+	req := backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}
+	var err error
+	if d, ok := s.cfg.Dialer.(backend.ConnFDDialer); ok {
+		var bfd int
+		var b backend.Conn
+		bfd, b, err = s.dialFD(d, req, r)
+		if err == nil {
+			if s.relayFDs(fd, bfd, b, r, name, helloLen) {
+				return
+			}
+			rawsys.Close(bfd)
+			err = fmt.Errorf("%w: %s: PROXY header", backend.ErrRefused, b.Backend)
+		}
+	} else {
+		var b backend.Conn
+		if b, err = s.dial(req, r); err == nil {
+			if err = s.relayTo(fd, b, r, name); err == nil {
+				return
+			}
 		}
 	}
 	r.sni = name
@@ -543,19 +572,33 @@ func (s *Server) relayTo(fd int, b backend.Conn, r *record, name string) error {
 	return nil
 }
 
+// dialFD is dial for a dialer that returns a descriptor.
+func (s *Server) dialFD(d backend.ConnFDDialer, req backend.Request, r *record) (int, backend.Conn, error) {
+	ctx, cancel := s.connectContext()
+	defer cancel()
+	start := time.Now()
+	fd, b, err := d.DialFD(ctx, req)
+	r.connect = time.Since(start)
+	return fd, b, err
+}
+
 // dial connects to the backend for req within -connect-timeout (cut short
 // by the shutdown timeout), and times it in r.
 func (s *Server) dial(req backend.Request, r *record) (backend.Conn, error) {
-	ctx := s.ctx
-	if s.cfg.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-		defer cancel()
-	}
+	ctx, cancel := s.connectContext()
+	defer cancel()
 	start := time.Now()
 	b, err := s.cfg.Dialer.Dial(ctx, req)
 	r.connect = time.Since(start)
 	return b, err
+}
+
+// connectContext is the context a backend connection is made in.
+func (s *Server) connectContext() (context.Context, context.CancelFunc) {
+	if s.cfg.ConnectTimeout > 0 {
+		return context.WithTimeout(s.ctx, s.cfg.ConnectTimeout)
+	}
+	return s.ctx, func() {}
 }
 
 // dialFailure says how a connection whose backend could not be used ends,

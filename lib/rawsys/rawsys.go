@@ -13,11 +13,13 @@
 //
 // The calls here are only for non-blocking sockets and pipes, which
 // return at once: none of them may wait. (connect on a UNIX stream
-// socket does not wait either: a full backlog is EAGAIN.)
+// socket does not wait either: a full backlog is EAGAIN; ConnectTCP
+// starts a handshake and returns.)
 package rawsys
 
 import (
 	"net"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -203,4 +205,78 @@ func SendFD(s int, payload []byte, fd int) error {
 	msg.SetControllen(len(oob))
 	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s), uintptr(unsafe.Pointer(&msg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 	return errnoErr(e)
+}
+
+// ConnectTCP starts connecting a new non-blocking, close-on-exec TCP
+// socket to to, from source if it is valid (with IPV6_FREEBIND, so that
+// the address need not be on an interface: NAT46 sources). It returns the
+// socket and whether the handshake is still in progress (EINPROGRESS);
+// Connected tells when it is done.
+func ConnectTCP(to netip.AddrPort, source netip.Addr) (fd int, inProgress bool, _ error) {
+	family := unix.AF_INET
+	if to.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	r, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, false, e
+	}
+	fd = int(r)
+	if source.IsValid() {
+		one := int32(1)
+		if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
+			Close(fd)
+			return -1, false, e
+		}
+		sa, size := rawSockaddr(netip.AddrPortFrom(source, 0))
+		if _, _, e := unix.RawSyscall(unix.SYS_BIND, uintptr(fd), uintptr(sa), size); e != 0 {
+			Close(fd)
+			return -1, false, e
+		}
+	}
+	sa, size := rawSockaddr(to)
+	_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), size)
+	switch e {
+	case 0:
+		return fd, false, nil
+	case unix.EINPROGRESS:
+		return fd, true, nil
+	}
+	Close(fd)
+	return -1, false, e
+}
+
+// rawSockaddr returns a sockaddr_in or sockaddr_in6 for ap.
+func rawSockaddr(ap netip.AddrPort) (unsafe.Pointer, uintptr) {
+	port := ap.Port()
+	if ap.Addr().Is4() {
+		sa := &unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		p[0], p[1] = byte(port>>8), byte(port)
+		return unsafe.Pointer(sa), unix.SizeofSockaddrInet4
+	}
+	sa := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(port>>8), byte(port)
+	return unsafe.Pointer(sa), unix.SizeofSockaddrInet6
+}
+
+// Connected reports whether the connection ConnectTCP started on fd has
+// finished (done), and how: nil, or the error that ended it (SO_ERROR).
+func Connected(fd int) (done bool, _ error) {
+	pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+	var zero unix.Timespec
+	r, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+	if e != 0 {
+		return true, e
+	}
+	if r == 0 || pfd.Revents == 0 {
+		return false, nil
+	}
+	var soerr int32
+	size := uint32(4)
+	if _, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, uintptr(unsafe.Pointer(&soerr)), uintptr(unsafe.Pointer(&size)), 0); e != 0 {
+		return true, e
+	}
+	return true, errnoErr(syscall.Errno(soerr))
 }
