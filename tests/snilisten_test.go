@@ -461,30 +461,66 @@ func TestSnilistenDeferredAccept(t *testing.T) {
 	}
 }
 
-// TestSnilistenClientNoDelay: the socket snilisten holds for a relayed
-// client has Nagle's algorithm off, as Go would set it, though the fast
-// path no longer sets it per connection: it is set once on the listening
-// socket and inherited. Seen from inside snilisten, with a duplicate of
-// its descriptor (pidfd_getfd).
-func TestSnilistenClientNoDelay(t *testing.T) {
-	dir := socketDir(t)
-	unixBackend(t, dir, "app.example.test", false)
-	s := startSnilisten(t, "-unix-directory", dir, "-q")
-	c, err := tlsDial(t, s.Addr, "app.example.test")
+// TestSnilistenNoDelay: the sockets snilisten holds for a relayed client
+// and, in tcp mode, for its backend have Nagle's algorithm off, as Go
+// would set it: with it on, the small records of a TLS handshake wait for
+// the peer's delayed ACK, 40 ms a connection. The fast paths set it
+// without Go: on the listening socket (accepted sockets inherit it) and
+// on the raw backend socket. Seen from inside snilisten, with duplicates
+// of its descriptors (pidfd_getfd).
+func TestSnilistenNoDelay(t *testing.T) {
+	backendLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	fd := peerSocket(t, s.Cmd.Process.Pid, c.LocalAddr())
-	defer unix.Close(fd)
-	if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
-		t.Errorf("snilisten's socket for the client: TCP_NODELAY = %d (%v), want on", v, err)
+	defer backendLn.Close()
+	seen := make(chan net.Addr, 1)
+	go func() {
+		c, err := backendLn.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		seen <- c.RemoteAddr() // snilisten's end of the backend connection
+		tc := tls.Server(c, testPKI(t).ServerConfig())
+		tc.Handshake()
+		io.Copy(io.Discard, tc)
+	}()
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	for _, tc := range []struct {
+		mode string
+		args []string
+		sni  string
+	}{
+		{"unix", []string{"-unix-directory", dir}, "app.example.test"},
+		{"tcp", []string{"-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", fmt.Sprint(backendLn.Addr().(*net.TCPAddr).Port)}, "localhost"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			s := startSnilisten(t, append(tc.args, "-q")...)
+			c, err := tlsDial(t, s.Addr, tc.sni)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			check := func(what string, fd int) {
+				defer unix.Close(fd)
+				if v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY); err != nil || v == 0 {
+					t.Errorf("snilisten's socket for the %s: TCP_NODELAY = %d (%v), want on", what, v, err)
+				}
+			}
+			check("client", socketOf(t, s.Cmd.Process.Pid, unix.Getpeername, c.LocalAddr()))
+			if tc.mode == "tcp" {
+				check("backend", socketOf(t, s.Cmd.Process.Pid, unix.Getsockname, <-seen))
+			}
+		})
 	}
 }
 
-// peerSocket returns a duplicate of the socket process pid holds whose
-// peer is addr.
-func peerSocket(t *testing.T, pid int, addr net.Addr) int {
+// socketOf returns a duplicate of the TCP socket process pid holds whose
+// address (as name returns it: unix.Getpeername, unix.Getsockname) is
+// addr.
+func socketOf(t *testing.T, pid int, name func(int) (unix.Sockaddr, error), addr net.Addr) int {
 	t.Helper()
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
@@ -504,13 +540,13 @@ func peerSocket(t *testing.T, pid int, addr net.Addr) int {
 		if err != nil {
 			continue // closed meanwhile
 		}
-		if sa, err := unix.Getpeername(fd); err == nil {
+		if sa, err := name(fd); err == nil {
 			if in, ok := sa.(*unix.SockaddrInet4); ok && (&net.TCPAddr{IP: in.Addr[:], Port: in.Port}).String() == addr.String() {
 				return fd
 			}
 		}
 		unix.Close(fd)
 	}
-	t.Fatalf("process %d holds no socket connected to %v", pid, addr)
+	t.Fatalf("process %d holds no socket at %v", pid, addr)
 	return -1
 }

@@ -210,8 +210,8 @@ func SendFD(s int, payload []byte, fd int) error {
 // ConnectTCP starts connecting a new non-blocking, close-on-exec TCP
 // socket to to, from source if it is valid (with IPV6_FREEBIND, so that
 // the address need not be on an interface: NAT46 sources). It returns the
-// socket and whether the handshake is still in progress (EINPROGRESS);
-// Connected tells when it is done.
+// socket, with TCP_NODELAY, and whether the handshake is still in
+// progress (EINPROGRESS); Connected tells when it is done.
 func ConnectTCP(to netip.AddrPort, source netip.Addr) (fd int, inProgress bool, _ error) {
 	family := unix.AF_INET
 	if to.Addr().Is6() {
@@ -222,6 +222,13 @@ func ConnectTCP(to netip.AddrPort, source netip.Addr) (fd int, inProgress bool, 
 		return -1, false, e
 	}
 	fd = int(r)
+	// Nagle's algorithm would hold back the small records of a TLS
+	// handshake for the backend's delayed ACK (40 ms); Go's dial turns
+	// it off too.
+	if err := SetNoDelay(fd); err != nil {
+		Close(fd)
+		return -1, false, err
+	}
 	if source.IsValid() {
 		one := int32(1)
 		if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, uintptr(unsafe.Pointer(&one)), 4, 0); e != 0 {
