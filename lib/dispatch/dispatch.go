@@ -16,8 +16,10 @@
 // For them the accept loop itself does everything with raw, non-blocking
 // system calls (lib/rawsys) and hands the two descriptors to the relay:
 // no goroutine, no registration with the runtime's poller, no wake-up of
-// another thread (dispatchNow). Anything unusual goes to the general path
-// unchanged, so every behaviour is defined there once.
+// another thread (dispatchNow). In tcp and nat46 modes the same
+// connections get a goroutine only for DNS and the connect, with the
+// backend socket made raw as well (dialAndRelay). Anything unusual goes to
+// the general path unchanged, so every behaviour is defined there once.
 package dispatch
 
 import (
