@@ -146,6 +146,11 @@ type Server struct {
 	ctx       context.Context // cancelled when connections are cut
 	cut       context.CancelFunc
 	fdFloor   int // descriptors from here on are the reserve
+	// The dialer's descriptor forms, if it has them: dispatchNow connects
+	// with fdDialer in the accept loop (unix mode), with connFDDialer in a
+	// goroutine (tcp, nat46).
+	fdDialer     backend.FDDialer
+	connFDDialer backend.ConnFDDialer
 }
 
 // fdReserve is how many descriptors the accept loop leaves unused even
@@ -174,6 +179,8 @@ func New(cfg Config) (*Server, error) {
 	if limit, ok := fdLimit(); ok {
 		s.fdFloor = limit - fdReserve
 	}
+	s.fdDialer, _ = cfg.Dialer.(backend.FDDialer)
+	s.connFDDialer, _ = cfg.Dialer.(backend.ConnFDDialer)
 	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	s.ctx, s.cut = context.WithCancel(context.Background())
 	return s, nil
@@ -253,7 +260,6 @@ func (s *Server) Serve(ln net.Listener) error {
 // registrations per connection cost more CPU than the relaying. The rest
 // go to the general path (run).
 func (s *Server) serveFDs(ln *net.TCPListener) error {
-	d, _ := s.cfg.Dialer.(backend.FDDialer)
 	// A net.TCPListener's own raw connection cannot wait for readiness,
 	// an *os.File can: accept on a duplicate of the listening socket,
 	// closed with the listener, which is what stops a Serve.
@@ -315,7 +321,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Accepted()
 		}
-		if done, exhausted := s.dispatchNow(fd, r, d); done {
+		if done, exhausted := s.dispatchNow(fd, r); done {
 			if exhausted != nil {
 				// Accepting more now would only take the descriptors
 				// others (the metrics endpoint, a relay needing a
@@ -391,15 +397,16 @@ func (s *Server) replaceListener(old, ln net.Listener) bool {
 // that needs no waiting and nothing unusual: the whole hello has arrived
 // (with TCP_DEFER_ACCEPT it usually has when the connection is accepted),
 // names a valid host, and its backend socket accepts. With a dialer that
-// may wait (d nil: DNS and TCP in the tcp modes), the rest goes to a
-// goroutine, dialAndRelay, and the client's socket stays outside the
-// runtime all the same. It reports false,
+// may wait (DNS and TCP in the tcp modes), the rest goes to a goroutine,
+// dialAndRelay, and the client's socket stays outside the runtime all the
+// same; a dialer with neither descriptor form leaves every connection to
+// the general path. It reports false,
 // having changed nothing, for anything else (a hello still on its way, a
 // client to refuse, a trusted front, a full queue), which the caller then
 // hands to the general path, where it can wait and explain. The exception
 // is running out of descriptors, where the general path would need one
 // more: the client is refused at once, and the error returned.
-func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, exhausted error) {
+func (s *Server) dispatchNow(fd int, r *record) (done bool, exhausted error) {
 	if s.cfg.TrustedFronts.Contains(r.client) {
 		return false, nil
 	}
@@ -418,12 +425,15 @@ func (s *Server) dispatchNow(fd int, r *record, d backend.FDDialer) (done bool, 
 		return false, nil
 	}
 	peeked := time.Since(r.start)
-	if d == nil {
+	if s.fdDialer == nil {
+		if s.connFDDialer == nil {
+			return false, nil
+		}
 		r.peek = peeked
 		go s.dialAndRelay(fd, r, name, info.ALPN(), info.Length)
 		return true, nil
 	}
-	bfd, b, err := d.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
+	bfd, b, err := s.fdDialer.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
 	if err == nil && bfd >= s.fdFloor {
 		// Into the last descriptors: those are kept for the metrics
 		// endpoint, pipes and logs, which must work under overload.
@@ -509,33 +519,21 @@ func (s *Server) relayFDs(fd, bfd int, b backend.Conn, r *record, name string, h
 	return true
 }
 
-// dialAndRelay connects to the backend for the client on fd with a dialer
-// that may wait, then relays; the hello is still unread in fd. Failures
-// are told to the client as in dispatch, through a net.Conn made then.
+// dialAndRelay connects to the backend for the client on fd with the
+// dialer that may wait (connFDDialer), then relays; the hello is still
+// unread in fd. Failures are told to the client as in dispatch, through a
+// net.Conn made then.
 func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, helloLen int) {
 	if local, err := rawsys.Getsockname(fd); err == nil {
 		r.local = local
 	}
-	req := backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}
-	var err error
-	if d, ok := s.cfg.Dialer.(backend.ConnFDDialer); ok {
-		var bfd int
-		var b backend.Conn
-		bfd, b, err = s.dialFD(d, req, r)
-		if err == nil {
-			if s.relayFDs(fd, bfd, b, r, name, helloLen) {
-				return
-			}
-			rawsys.Close(bfd)
-			err = fmt.Errorf("%w: %s: PROXY header", backend.ErrRefused, b.Backend)
+	bfd, b, err := s.dialFD(backend.Request{Name: name, ALPN: alpn, Client: r.client, Local: r.local}, r)
+	if err == nil {
+		if s.relayFDs(fd, bfd, b, r, name, helloLen) {
+			return
 		}
-	} else {
-		var b backend.Conn
-		if b, err = s.dial(req, r); err == nil {
-			if err = s.relayTo(fd, b, r, name); err == nil {
-				return
-			}
-		}
+		rawsys.Close(bfd)
+		err = fmt.Errorf("%w: %s: PROXY header", backend.ErrRefused, b.Backend)
 	}
 	r.sni = name
 	c, cerr := fdConn(fd)
@@ -550,36 +548,12 @@ func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, hel
 	s.finish(r, outcome, err)
 }
 
-// relayTo starts relaying between the client on fd and the backend b,
-// which it closes (the relay works on a duplicate of its descriptor).
-func (s *Server) relayTo(fd int, b backend.Conn, r *record, name string) error {
-	if b.Handoff {
-		return fmt.Errorf("%w: %s: a handoff socket where a stream was expected", backend.ErrRefused, b.Backend)
-	}
-	defer b.Close()
-	r.sni, r.backend, r.backendName = name, b.Backend, b.Name
-	if err := s.sendProxyHeader(b, r, name); err != nil {
-		return err
-	}
-	bfd, err := relay.DetachFD(b.Conn)
-	if err != nil {
-		return err
-	}
-	session, err := s.engine.StartFDs(fd, bfd, 0, nil, s.cfg.IdleTimeout, s.relayDone(r))
-	if err != nil {
-		rawsys.Close(bfd)
-		return err
-	}
-	s.setCloser(r, session)
-	return nil
-}
-
-// dialFD is dial for a dialer that returns a descriptor.
-func (s *Server) dialFD(d backend.ConnFDDialer, req backend.Request, r *record) (int, backend.Conn, error) {
+// dialFD is dial returning a descriptor, with connFDDialer.
+func (s *Server) dialFD(req backend.Request, r *record) (int, backend.Conn, error) {
 	ctx, cancel := s.connectContext()
 	defer cancel()
 	start := time.Now()
-	fd, b, err := d.DialFD(ctx, req)
+	fd, b, err := s.connFDDialer.DialFD(ctx, req)
 	r.connect = time.Since(start)
 	return fd, b, err
 }
@@ -633,13 +607,16 @@ func refuseNow(fd, helloLen int, alert clienthello.Alert) {
 	rawsys.Close(fd)
 }
 
-// appendProxyHeaderFD appends the PROXY header for the client on fd.
+// appendProxyHeaderFD appends the PROXY header for the client on fd,
+// asking the socket for the address it reached unless r has it already.
 func (s *Server) appendProxyHeaderFD(out []byte, fd int, r *record, name string) ([]byte, bool) {
-	local, err := rawsys.Getsockname(fd)
-	if err != nil {
-		return out, false
+	if r.local == nil {
+		local, err := rawsys.Getsockname(fd)
+		if err != nil {
+			return out, false
+		}
+		r.local = local
 	}
-	r.local = local
 	h, err := s.proxyHeader(r, name)
 	if err != nil {
 		return out, false

@@ -114,11 +114,11 @@ func (s *Session) Close() error {
 // waiting in either socket, such as a ClientHello only peeked, are
 // relayed.
 func (e *Engine) Start(client, backend net.Conn, idle time.Duration, done func(Stats, error)) (*Session, error) {
-	cfd, err := DetachFD(client)
+	cfd, err := detachFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("relay client: %w", err)
 	}
-	bfd, err := DetachFD(backend)
+	bfd, err := detachFD(backend)
 	if err != nil {
 		unix.Close(cfd)
 		return nil, fmt.Errorf("relay backend: %w", err)
@@ -169,10 +169,10 @@ func (e *Engine) Relay(client, backend net.Conn, idle time.Duration) (Stats, err
 	return r.s, r.err
 }
 
-// DetachFD duplicates a connection's descriptor (non-blocking, like the
+// detachFD duplicates a connection's descriptor (non-blocking, like the
 // original: they share the open file description) so that it outlives
-// the net.Conn, which the caller then closes: for StartFDs.
-func DetachFD(c net.Conn) (int, error) {
+// the net.Conn, which Start then closes.
+func detachFD(c net.Conn) (int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return -1, fmt.Errorf("%T has no descriptor", c)
