@@ -36,41 +36,20 @@ type TCP struct {
 // or "xmpp-server", it follows the _xmpps-client._tcp or
 // _xmpps-server._tcp SRV records instead, as XMPP clients do.
 func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
-	var source *net.TCPAddr
-	if d.NAT46.IsValid() {
-		src, err := d.sourceFor(req.Client)
-		if err != nil {
-			return Conn{}, err
-		}
-		source = src
-	}
-	targets, err := d.resolve(ctx, req)
+	var c net.Conn
+	t, err := d.dialFirst(ctx, req, func(t netip.AddrPort, source *net.TCPAddr) error {
+		dialer := net.Dialer{LocalAddr: source, Control: d.control(source != nil)}
+		var err error
+		c, err = dialer.DialContext(ctx, "tcp", t.String())
+		return unwrapDial(err)
+	})
 	if err != nil {
 		return Conn{}, err
 	}
-	dialer := net.Dialer{LocalAddr: source, Control: d.control(source != nil)}
-	var errs []error
-	for _, t := range targets {
-		if err := d.Allow.Check(t); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c, err := dialer.DialContext(ctx, "tcp", t.String())
-		if err == nil {
-			// The address, not the name, identifies the backend for
-			// metrics: a wildcard DNS record lets clients make up any
-			// number of names that all reach one backend.
-			return Conn{Conn: c, Backend: t.String(), Name: t.String()}, nil
-		}
-		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, unwrapDial(err)))
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if len(errs) == 0 {
-		return Conn{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
-	}
-	return Conn{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
+	// The address, not the name, identifies the backend for metrics: a
+	// wildcard DNS record lets clients make up any number of names that
+	// all reach one backend.
+	return Conn{Conn: c, Backend: t.String(), Name: t.String()}, nil
 }
 
 // DialFD is Dial for the relay: it returns the connected socket as a
@@ -81,17 +60,37 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 // then. It sets no option the relay does not need (Go's dial sets
 // keep-alive and Nagle's algorithm off, and looks both addresses up).
 func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
-	var source netip.Addr
+	fd := -1
+	t, err := d.dialFirst(ctx, req, func(t netip.AddrPort, source *net.TCPAddr) error {
+		var src netip.Addr
+		if source != nil {
+			src, _ = netip.AddrFromSlice(source.IP)
+		}
+		var err error
+		fd, err = connectFD(ctx, t, src)
+		return err
+	})
+	if err != nil {
+		return -1, Conn{}, err
+	}
+	return fd, Conn{Backend: t.String(), Name: t.String()}, nil
+}
+
+// dialFirst resolves req and calls connect (from the NAT46 source in
+// nat46 mode, else nil) for each allowed address in turn until one
+// succeeds, and returns that address. Its errors are Dial's.
+func (d TCP) dialFirst(ctx context.Context, req Request, connect func(t netip.AddrPort, source *net.TCPAddr) error) (netip.AddrPort, error) {
+	var source *net.TCPAddr
 	if d.NAT46.IsValid() {
 		src, err := d.sourceFor(req.Client)
 		if err != nil {
-			return -1, Conn{}, err
+			return netip.AddrPort{}, err
 		}
-		source, _ = netip.AddrFromSlice(src.IP)
+		source = src
 	}
 	targets, err := d.resolve(ctx, req)
 	if err != nil {
-		return -1, Conn{}, err
+		return netip.AddrPort{}, err
 	}
 	var errs []error
 	for _, t := range targets {
@@ -99,9 +98,9 @@ func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
 			errs = append(errs, err)
 			continue
 		}
-		fd, err := connectFD(ctx, t, source)
+		err := connect(t, source)
 		if err == nil {
-			return fd, Conn{Backend: t.String(), Name: t.String()}, nil
+			return t, nil
 		}
 		errs = append(errs, fmt.Errorf("%w: %s: %w", ErrRefused, t, err))
 		if ctx.Err() != nil {
@@ -109,9 +108,9 @@ func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
 		}
 	}
 	if len(errs) == 0 {
-		return -1, Conn{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
+		return netip.AddrPort{}, fmt.Errorf("%w: %s has no address", ErrUnknownName, req.Name)
 	}
-	return -1, Conn{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
+	return netip.AddrPort{}, fmt.Errorf("%s: %w", req.Name, joinErrors(errs))
 }
 
 // connectFD connects a raw socket to to, waiting for the handshake on the
