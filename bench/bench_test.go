@@ -145,3 +145,39 @@ func TestProcTree(t *testing.T) {
 		t.Errorf("rssKiB = %d, %v; want at least 1 MiB for a Go test binary", rss, err)
 	}
 }
+
+// TestBaselineRow: the -baseline row runs the baseline binary, every other
+// snilisten row the binary under test, with the same unix-mode arguments
+// as the row it is compared with.
+func TestBaselineRow(t *testing.T) {
+	dir := t.TempDir()
+	e := &env{dir: dir, snilisten: "/bin/true", baseline: "/bin/false", maxConns: 10}
+	argvOf := func(r row) string {
+		t.Helper()
+		p, err := r.start(e, "127.0.0.1:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.done
+		log, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(p.log)
+		first, _, _ := strings.Cut(string(log), "\n")
+		return strings.TrimPrefix(first, "# ")
+	}
+	var unixRow row
+	for _, r := range rows {
+		if r.name == "snilisten unix" {
+			unixRow = r
+		}
+	}
+	got, want := argvOf(baselineRow), argvOf(unixRow)
+	if !strings.HasPrefix(got, "/bin/false ") || !strings.HasPrefix(want, "/bin/true ") {
+		t.Fatalf("baseline row runs %q, unix row %q", got, want)
+	}
+	if strings.TrimPrefix(got, "/bin/false") != strings.TrimPrefix(want, "/bin/true") {
+		t.Errorf("arguments differ: baseline %q, unix %q", got, want)
+	}
+}

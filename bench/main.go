@@ -6,6 +6,7 @@
 //	make bench                       # 8 to 10 minutes on 2 cores
 //	make bench-quick                 # under a minute
 //	go run ./bench -rows 'snilisten|haproxy' -phases idle -idle 20000
+//	go run ./bench -phases conn -baseline /tmp/snilisten-before   # A/B a change
 package main
 
 import (
@@ -40,6 +41,7 @@ type config struct {
 	phases     map[string]bool
 	resultsDir string
 	snilisten  string
+	baseline   string // another snilisten binary, measured as a row of its own
 	keep       bool
 }
 
@@ -68,6 +70,7 @@ func run() int {
 		phases     = fs.String("phases", "conn,bulk,idle", "phases to run: conn, bulk, idle, comma-separated")
 		resultsDir = fs.String("results", "bench/results", "write the table to DIR/DATE.md too (\"\": do not)")
 		snilisten  = fs.String("snilisten", "bin/snilisten", "the snilisten binary to measure")
+		baseline   = fs.String("baseline", "", "also measure this snilisten `binary` (a build from before a change) in unix mode, as the row \"snilisten unix (baseline)\": an A/B of the change in one interleaved run")
 		keep       = fs.Bool("keep", false, "keep the temporary directory (configurations, logs) and print its name")
 		backendDir = fs.String("serve-backend", "", "internal: serve as the bench's backend from `DIR`")
 	)
@@ -96,7 +99,7 @@ func run() int {
 	cfg := config{
 		quick: *quick, rounds: *rounds, clients: *clients, duration: *duration,
 		warmup: time.Second, bulk: *bulkMiB << 20, idle: *idle,
-		resultsDir: *resultsDir, snilisten: *snilisten, keep: *keep, phases: map[string]bool{},
+		resultsDir: *resultsDir, snilisten: *snilisten, baseline: *baseline, keep: *keep, phases: map[string]bool{},
 	}
 	if cfg.quick {
 		def := func(name string, apply func()) {
@@ -137,6 +140,14 @@ func run() int {
 	}
 	if abs, err := filepath.Abs(cfg.snilisten); err == nil {
 		cfg.snilisten = abs
+	}
+	if cfg.baseline != "" {
+		if !present(cfg.baseline) {
+			return usage("-baseline %s: no such program", cfg.baseline)
+		}
+		if abs, err := filepath.Abs(cfg.baseline); err == nil {
+			cfg.baseline = abs
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -215,6 +226,13 @@ func runBench(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
+	measured := rows
+	if cfg.baseline != "" {
+		if cfg.baseline, err = copyFile(cfg.baseline, filepath.Join(dir, "snilisten-baseline")); err != nil {
+			return err
+		}
+		measured = append(slices.Clone(rows), baselineRow)
+	}
 	pool, err := writeCert(dir)
 	if err != nil {
 		return err
@@ -226,7 +244,7 @@ func runBench(ctx context.Context, cfg config) error {
 	defer be.proc.stop()
 	b := &bench{
 		cfg: cfg,
-		env: &env{dir: dir, backend: be, snilisten: cfg.snilisten, maxConns: cfg.idle + 1024},
+		env: &env{dir: dir, backend: be, snilisten: cfg.snilisten, baseline: cfg.baseline, maxConns: cfg.idle + 1024},
 		tls: &tls.Config{
 			ServerName: sni,
 			RootCAs:    pool,
@@ -237,8 +255,8 @@ func runBench(ctx context.Context, cfg config) error {
 	}
 	start := time.Now()
 	facts := machineFacts()
-	for i := range rows {
-		r := &rows[i]
+	for i := range measured {
+		r := &measured[i]
 		if r.start != nil && !cfg.rows.MatchString(r.name) {
 			continue
 		}
@@ -257,6 +275,9 @@ func runBench(ctx context.Context, cfg config) error {
 		}
 		if len(r.version) > 0 && res.skipped == "" {
 			res.version = versionOf(r.version, cfg.snilisten)
+			if r == &measured[len(measured)-1] && cfg.baseline != "" {
+				res.version = versionOf(r.version, cfg.baseline)
+			}
 		}
 		b.results = append(b.results, res)
 	}

@@ -36,6 +36,7 @@ type env struct {
 	dir       string // a fresh temporary directory
 	backend   *backendInfo
 	snilisten string // path of bin/snilisten
+	baseline  string // path of the -baseline binary, if any
 	maxConns  int    // connections a proxy must admit at once (its maxconn)
 }
 
@@ -71,11 +72,23 @@ func snilistenRowEnv(name string, environ []string, args func(e *env) []string) 
 			if len(environ) > 0 {
 				argv = append(append([]string{"env"}, environ...), argv...)
 			}
-			argv = append(argv, e.snilisten, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
+			bin := e.snilisten
+			if name == baselineRowName {
+				bin = e.baseline
+			}
+			argv = append(argv, bin, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
 			return e.run("snilisten", append(argv, args(e)...)...)
 		},
 	}
 }
+
+// baselineRow is the row of -baseline: the "snilisten unix" row with the
+// other binary, added last.
+const baselineRowName = "snilisten unix (baseline)"
+
+var baselineRow = snilistenRow(baselineRowName, func(e *env) []string {
+	return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix")}
+})
 
 // rows are measured in this order in the first round; later rounds rotate
 // it. The direct row comes first: the others are compared to it.
