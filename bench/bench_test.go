@@ -146,9 +146,8 @@ func TestProcTree(t *testing.T) {
 	}
 }
 
-// TestBaselineRow: the -baseline row runs the baseline binary, every other
-// snilisten row the binary under test, with the same unix-mode arguments
-// as the row it is compared with.
+// TestBaselineRow: a -baseline twin runs the baseline binary, its row the
+// binary under test, with the same arguments.
 func TestBaselineRow(t *testing.T) {
 	dir := t.TempDir()
 	e := &env{dir: dir, snilisten: "/bin/true", baseline: "/bin/false", maxConns: 10}
@@ -173,11 +172,14 @@ func TestBaselineRow(t *testing.T) {
 			unixRow = r
 		}
 	}
-	got, want := argvOf(baselineRow), argvOf(unixRow)
+	got, want := argvOf(baselineTwin(unixRow)), argvOf(unixRow)
 	if !strings.HasPrefix(got, "/bin/false ") || !strings.HasPrefix(want, "/bin/true ") {
 		t.Fatalf("baseline row runs %q, unix row %q", got, want)
 	}
 	if strings.TrimPrefix(got, "/bin/false") != strings.TrimPrefix(want, "/bin/true") {
 		t.Errorf("arguments differ: baseline %q, unix %q", got, want)
+	}
+	if name := baselineTwin(unixRow).name; name != "snilisten unix (baseline)" {
+		t.Errorf("twin named %q", name)
 	}
 }

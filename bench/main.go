@@ -70,7 +70,7 @@ func run() int {
 		phases     = fs.String("phases", "conn,bulk,idle", "phases to run: conn, bulk, idle, comma-separated")
 		resultsDir = fs.String("results", "bench/results", "write the table to DIR/DATE.md too (\"\": do not)")
 		snilisten  = fs.String("snilisten", "bin/snilisten", "the snilisten binary to measure")
-		baseline   = fs.String("baseline", "", "also measure this snilisten `binary` (a build from before a change) in unix mode, as the row \"snilisten unix (baseline)\": an A/B of the change in one interleaved run")
+		baseline   = fs.String("baseline", "", "also measure this snilisten `binary` (a build from before a change): each snilisten row again as \"NAME (baseline)\", an A/B of the change in one interleaved run")
 		keep       = fs.Bool("keep", false, "keep the temporary directory (configurations, logs) and print its name")
 		backendDir = fs.String("serve-backend", "", "internal: serve as the bench's backend from `DIR`")
 	)
@@ -226,12 +226,16 @@ func runBench(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
-	measured := rows
+	measured := slices.Clone(rows)
 	if cfg.baseline != "" {
 		if cfg.baseline, err = copyFile(cfg.baseline, filepath.Join(dir, "snilisten-baseline")); err != nil {
 			return err
 		}
-		measured = append(slices.Clone(rows), baselineRow)
+		for _, r := range rows {
+			if slices.Contains(r.needs, "snilisten") {
+				measured = append(measured, baselineTwin(r))
+			}
+		}
 	}
 	pool, err := writeCert(dir)
 	if err != nil {
@@ -275,7 +279,7 @@ func runBench(ctx context.Context, cfg config) error {
 		}
 		if len(r.version) > 0 && res.skipped == "" {
 			res.version = versionOf(r.version, cfg.snilisten)
-			if r == &measured[len(measured)-1] && cfg.baseline != "" {
+			if strings.HasSuffix(r.name, " (baseline)") {
 				res.version = versionOf(r.version, cfg.baseline)
 			}
 		}

@@ -72,23 +72,24 @@ func snilistenRowEnv(name string, environ []string, args func(e *env) []string) 
 			if len(environ) > 0 {
 				argv = append(append([]string{"env"}, environ...), argv...)
 			}
-			bin := e.snilisten
-			if name == baselineRowName {
-				bin = e.baseline
-			}
-			argv = append(argv, bin, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
+			argv = append(argv, e.snilisten, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
 			return e.run("snilisten", append(argv, args(e)...)...)
 		},
 	}
 }
 
-// baselineRow is the row of -baseline: the "snilisten unix" row with the
-// other binary, added last.
-const baselineRowName = "snilisten unix (baseline)"
-
-var baselineRow = snilistenRow(baselineRowName, func(e *env) []string {
-	return []string{"-mode", "unix", "-unix-directory", filepath.Join(e.dir, "unix")}
-})
+// baselineTwin is r (a snilisten row) run with the -baseline binary, as
+// the row "NAME (baseline)".
+func baselineTwin(r row) row {
+	twin := r
+	twin.name = r.name + " (baseline)"
+	twin.start = func(e *env, addr string) (*proc, error) {
+		withBaseline := *e
+		withBaseline.snilisten = e.baseline
+		return r.start(&withBaseline, addr)
+	}
+	return twin
+}
 
 // rows are measured in this order in the first round; later rounds rotate
 // it. The direct row comes first: the others are compared to it.
