@@ -278,10 +278,11 @@ func runBench(ctx context.Context, cfg config) error {
 			}
 		}
 		if len(r.version) > 0 && res.skipped == "" {
-			res.version = versionOf(r.version, cfg.snilisten)
+			bin := cfg.snilisten
 			if strings.HasSuffix(r.name, " (baseline)") {
-				res.version = versionOf(r.version, cfg.baseline)
+				bin = cfg.baseline
 			}
+			res.version = versionOf(r.version, bin)
 		}
 		b.results = append(b.results, res)
 	}
