@@ -279,7 +279,7 @@ func runBench(ctx context.Context, cfg config) error {
 		}
 		if len(r.version) > 0 && res.skipped == "" {
 			bin := cfg.snilisten
-			if strings.HasSuffix(r.name, " (baseline)") {
+			if r.baseline {
 				bin = cfg.baseline
 			}
 			res.version = versionOf(r.version, bin)
