@@ -183,3 +183,45 @@ func TestBaselineRow(t *testing.T) {
 		t.Errorf("twin named %q", name)
 	}
 }
+
+// TestPerfNames checks that -perf's file names keep a row's name readable
+// and safe (no spaces, parentheses or slashes), so that two rows never
+// share a file: a twin keeps its "baseline".
+func TestPerfNames(t *testing.T) {
+	for name, want := range map[string]string{
+		"snilisten unix":              "snilisten_unix",
+		"snilisten unix (baseline)":   "snilisten_unix_baseline",
+		"snilisten unix GOMAXPROCS=1": "snilisten_unix_GOMAXPROCS=1",
+		"snilisten unix +PROXY v2":    "snilisten_unix_PROXY_v2",
+		"../etc/passwd":               "etc_passwd",
+	} {
+		if got := fileSafe(name); got != want {
+			t.Errorf("fileSafe(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// TestPerfLines checks that a perf report's header and blank lines are
+// dropped and its share lines kept, in order.
+func TestPerfLines(t *testing.T) {
+	out := `# To display the perf.data header info, please use --header/--header-only options.
+#
+# Samples: 10K of event 'cpu-clock:ppp'
+# Overhead  Shared Object
+# ........  .................
+#
+    83.77%  [kernel.kallsyms]
+    15.99%  snilisten
+     0.24%  [vdso]
+
+
+#
+# (Tip: ...)
+#
+`
+	got := perfLines([]byte(out))
+	want := []string{"    83.77%  [kernel.kallsyms]\n", "    15.99%  snilisten\n", "     0.24%  [vdso]\n"}
+	if !slices.Equal(got, want) {
+		t.Errorf("perfLines = %q, want %q", got, want)
+	}
+}

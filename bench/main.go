@@ -43,6 +43,7 @@ type config struct {
 	snilisten  string
 	baseline   string // another snilisten binary, measured as a row of its own
 	keep       bool
+	perfDir    string // where perf record's profiles of the proxies go ("": none)
 }
 
 // The phases a row goes through in each round.
@@ -72,6 +73,7 @@ func run() int {
 		snilisten  = fs.String("snilisten", "bin/snilisten", "the snilisten binary to measure")
 		baseline   = fs.String("baseline", "", "also measure this snilisten `binary` (a build from before a change): each snilisten row again as \"NAME (baseline)\", an A/B of the change in one interleaved run")
 		keep       = fs.Bool("keep", false, "keep the temporary directory (configurations, logs) and print its name")
+		perfDir    = fs.String("perf", "", "record each proxy with perf record -g while connection and bulk mode measure it, into `DIR` (one perf.data per row, phase and round, and their summaries in DIR/profiles.md)")
 		backendDir = fs.String("serve-backend", "", "internal: serve as the bench's backend from `DIR`")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -100,6 +102,7 @@ func run() int {
 		quick: *quick, rounds: *rounds, clients: *clients, duration: *duration,
 		warmup: time.Second, bulk: *bulkMiB << 20, idle: *idle,
 		resultsDir: *resultsDir, snilisten: *snilisten, baseline: *baseline, keep: *keep, phases: map[string]bool{},
+		perfDir: *perfDir,
 	}
 	if cfg.quick {
 		def := func(name string, apply func()) {
@@ -147,6 +150,15 @@ func run() int {
 		}
 		if abs, err := filepath.Abs(cfg.baseline); err == nil {
 			cfg.baseline = abs
+		}
+	}
+
+	if cfg.perfDir != "" {
+		if !present("perf") {
+			return usage("-perf: perf(1) not found (Debian: apt-get install linux-perf)")
+		}
+		if err := os.MkdirAll(cfg.perfDir, 0o755); err != nil {
+			return usage("-perf: %v", err)
 		}
 	}
 
@@ -476,6 +488,8 @@ func (b *bench) connPhase(ctx context.Context, res *result, round int, p *proc, 
 		measure(d)
 		ref = st
 	} else {
+		rec := b.startPerf(res, phaseConn, round, p)
+		defer rec.stop(ctx, res)
 		for i := range pairSlices {
 			paired := func() { ref.add(connMode(ctx, b.direct(), c, d/pairSlices, maxConnsPerPhase)) }
 			if i%2 == 0 {
@@ -519,9 +533,11 @@ func (b *bench) bulkPhase(ctx context.Context, res *result, round int, p *proc, 
 	if round%2 == 0 {
 		paired()
 	}
+	rec := b.startPerf(res, phaseBulk, round, p)
 	cpu0 := cpuOf(p)
 	d, err := bulkMode(ctx, t, b.cfg.bulk)
 	cpu1 := cpuOf(p)
+	rec.stop(ctx, res)
 	if round%2 == 1 {
 		paired()
 	}
