@@ -137,6 +137,9 @@ func (b *bench) report(f facts, took time.Duration) string {
 	}
 
 	fmt.Fprintf(&w, "\nNotes:\n\n")
+	if cfg.perfDir != "" {
+		fmt.Fprintf(&w, "- Recorded with -perf (profiles in %s): the proxies' CPU figures include what sampling them cost; compare them with a run without it only as shares.\n", cfg.perfDir)
+	}
 	if m := median(direct.vals[mBackendCPU]); !math.IsNaN(m) {
 		fmt.Fprintf(&w, "- For scale: the backend itself (TLS termination and HTTP) used %.2f CPU s per 10k connections in the direct row.\n", m)
 	}
