@@ -179,8 +179,38 @@ func TestBaselineRow(t *testing.T) {
 	if strings.TrimPrefix(got, "/bin/false") != strings.TrimPrefix(want, "/bin/true") {
 		t.Errorf("arguments differ: baseline %q, unix %q", got, want)
 	}
-	if name := baselineTwin(unixRow).name; name != "snilisten unix (baseline)" {
-		t.Errorf("twin named %q", name)
+	if twin := baselineTwin(unixRow); twin.name != "snilisten unix (baseline)" || twin.twinOf != "snilisten unix" {
+		t.Errorf("twin named %q, of %q", twin.name, twin.twinOf)
+	}
+}
+
+// TestReportBaseline: the table against the baseline divides each round's
+// figure of a row by its twin's in the same round, and takes the median
+// of those ratios (not the ratio of the medians, which rounds at
+// different loads would skew).
+func TestReportBaseline(t *testing.T) {
+	unix := &row{name: "snilisten unix", start: func(*env, string) (*proc, error) { return nil, nil }}
+	twin := baselineTwin(*unix)
+	vals := func(conns, cpu []float64) map[string][]float64 {
+		nan := []float64{math.NaN(), math.NaN(), math.NaN()}
+		return map[string][]float64{mConnRate: conns, mCPUConn: cpu, mCPUGiB: nan, mRSS: nan}
+	}
+	b := &bench{results: []*result{
+		{row: unix, vals: vals([]float64{110, 90, 100}, []float64{1.0, 2.0, 1.2})},
+		{row: &twin, vals: vals([]float64{100, 100, 100}, []float64{1.1, 2.5, 1.0})},
+	}}
+	var w strings.Builder
+	b.reportBaseline(&w)
+	// CPU ratios per round: 0.91, 0.80, 1.20, median 0.91 ± half the
+	// range; the ratio of the medians would read 1.2/1.1 = 1.09.
+	want := "| snilisten unix | 1.00 ±10% | 0.91 ±22% | — | — |"
+	if !strings.Contains(w.String(), want) {
+		t.Errorf("report:\n%s\nwant the line %q", w.String(), want)
+	}
+	b.results = b.results[:1]
+	w.Reset()
+	if b.reportBaseline(&w); w.Len() != 0 {
+		t.Errorf("without a twin, report %q, want nothing", w.String())
 	}
 }
 

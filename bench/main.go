@@ -291,7 +291,7 @@ func runBench(ctx context.Context, cfg config) error {
 		}
 		if len(r.version) > 0 && res.skipped == "" {
 			bin := cfg.snilisten
-			if r.baseline {
+			if r.twinOf != "" {
 				bin = cfg.baseline
 			}
 			res.version = versionOf(r.version, bin)

@@ -136,6 +136,8 @@ func (b *bench) report(f facts, took time.Duration) string {
 		}
 	}
 
+	b.reportBaseline(&w)
+
 	fmt.Fprintf(&w, "\nNotes:\n\n")
 	if cfg.perfDir != "" {
 		fmt.Fprintf(&w, "- Recorded with -perf (profiles in %s): the proxies' CPU figures include what sampling them cost; compare them with a run without it only as shares.\n", cfg.perfDir)
@@ -158,6 +160,36 @@ func (b *bench) report(f facts, took time.Duration) string {
 		}
 	}
 	return w.String()
+}
+
+// reportBaseline compares each row measured with -baseline to its twin,
+// round by round: a change of a few percent shows in these paired ratios
+// before it shows between medians, which the machine's drift from round to
+// round moves by more (a build with one event loop read 13% less CPU per
+// connection than main's as medians of six rounds, and 2% more in the
+// next run of the same six).
+func (b *bench) reportBaseline(w *strings.Builder) {
+	header := false
+	for _, twin := range b.results {
+		if twin.row.twinOf == "" || twin.skipped != "" {
+			continue
+		}
+		r := b.find(twin.row.twinOf)
+		if r == nil || r.skipped != "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nAgainst the baseline (each round's figure divided by its baseline twin's in the same round):\n\n")
+			fmt.Fprintln(w, "| row | conns/s × baseline | CPU/10k conns × baseline | CPU/GiB × baseline | RSS/idle conn × baseline |")
+			fmt.Fprintln(w, "|---|--:|--:|--:|--:|")
+			header = true
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.row.name,
+			cell(ratios(r.vals[mConnRate], twin.vals[mConnRate]), 2),
+			cell(ratios(r.vals[mCPUConn], twin.vals[mCPUConn]), 2),
+			cell(ratios(r.vals[mCPUGiB], twin.vals[mCPUGiB]), 2),
+			cell(ratios(r.vals[mRSS], twin.vals[mRSS]), 2))
+	}
 }
 
 func (b *bench) find(name string) *result {

@@ -29,8 +29,9 @@ type row struct {
 	// worker or thread where it has the knob. nil means no proxy: the
 	// clients connect to the backend's TCP address (the direct row).
 	start func(e *env, addr string) (*proc, error)
-	// baseline marks a row run with the -baseline binary (baselineTwin).
-	baseline bool
+	// twinOf is, for a row run with the -baseline binary (baselineTwin),
+	// the name of the row it repeats; "" for the others.
+	twinOf string
 }
 
 // env is what a row's start needs to know about this run.
@@ -85,7 +86,7 @@ func snilistenRowEnv(name string, environ []string, args func(e *env) []string) 
 func baselineTwin(r row) row {
 	twin := r
 	twin.name = r.name + " (baseline)"
-	twin.baseline = true
+	twin.twinOf = r.name
 	twin.start = func(e *env, addr string) (*proc, error) {
 		withBaseline := *e
 		withBaseline.snilisten = e.baseline
