@@ -32,7 +32,6 @@ type perfRecording struct {
 	ended chan struct{} // closed when perf has exited
 	data  string        // the perf.data file
 	title string        // row, phase and round, for the report
-	dir   string
 }
 
 // startPerf attaches perf record to p and its descendants. It returns nil,
@@ -50,7 +49,6 @@ func (b *bench) startPerf(res *result, phase string, round int, p *proc) *perfRe
 	r := &perfRecording{
 		data:  filepath.Join(b.cfg.perfDir, name),
 		title: fmt.Sprintf("%s, %s mode, round %d", res.row.name, phase, round+1),
-		dir:   b.cfg.perfDir,
 	}
 	r.cmd = exec.Command("perf", "record", "--quiet", "-g", "-o", r.data, "-p", strings.Join(pids, ","))
 	var out bytes.Buffer
@@ -92,7 +90,7 @@ func (r *perfRecording) stop(ctx context.Context, res *result) {
 		res.note("%s: %v", r.title, err)
 		return
 	}
-	f, err := os.OpenFile(filepath.Join(r.dir, "profiles.md"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(r.data), "profiles.md"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		res.note("%s: %v", r.title, err)
 		return
