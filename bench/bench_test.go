@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -253,5 +255,52 @@ func TestPerfLines(t *testing.T) {
 	want := []string{"    83.77%  [kernel.kallsyms]\n", "    15.99%  snilisten\n", "     0.24%  [vdso]\n"}
 	if !slices.Equal(got, want) {
 		t.Errorf("perfLines = %q, want %q", got, want)
+	}
+}
+
+// TestPerfRecording runs -perf's recording with the real perf(1) on a
+// busy child process: its samples must reach the data file and a summary
+// under the recording's title in profiles.md, and the child's own program
+// must be among the programs sampled (the recording followed the right
+// process, not the bench).
+func TestPerfRecording(t *testing.T) {
+	if !present("perf") {
+		t.Skip("perf not installed (apt-get install linux-perf)")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("perf", "record", "--quiet", "-o", dir+"/probe.data", "--", "true").CombinedOutput(); err != nil {
+		t.Skipf("perf cannot record here: %v: %s", err, out)
+	}
+	busy, err := startProc(dir, "busy", "sh", "-c", "while :; do :; done")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.stop()
+	b := &bench{cfg: config{perfDir: dir}}
+	res := &result{row: &row{name: "busy loop (test)"}}
+	rec := b.startPerf(res, phaseConn, 0, busy)
+	if rec == nil {
+		t.Fatalf("no recording: %v", res.notes)
+	}
+	time.Sleep(500 * time.Millisecond)
+	rec.stop(context.Background(), res)
+	if len(res.notes) > 0 {
+		t.Fatalf("notes: %v", res.notes)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "busy_loop_test.conn.1.data")); err != nil {
+		t.Error(err)
+	}
+	report, err := os.ReadFile(filepath.Join(dir, "profiles.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## busy loop (test), conn mode, round 1\n", "Samples by program:", "  " + filepath.Base(shell) + "\n"} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("profiles.md lacks %q:\n%s", want, report)
+		}
 	}
 }
