@@ -91,8 +91,12 @@ func run() int {
 	if err != nil {
 		return usage("%v", err)
 	}
+	// tcp modes: SRV ports, and the set of our own connections that the
+	// accept side refuses (a name leading back here).
+	var outgoing *backend.Outgoing
 	if d, ok := dialer.(backend.TCP); ok {
-		d.SRVPorts = srvPorts
+		outgoing = &backend.Outgoing{}
+		d.SRVPorts, d.Outgoing = srvPorts, outgoing
 		dialer = d
 	} else if set["srv-ports"] {
 		return usage("-srv-ports: not used in %s mode", *mode)
@@ -135,6 +139,7 @@ func run() int {
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
 		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: fronts,
 	}
+	cfg.Outgoing = outgoing
 	if *metricsListen != "" {
 		reg := metrics.NewRegistry()
 		cfg.Observer = metrics.NewDispatcher(reg, *metricsPerBackend)

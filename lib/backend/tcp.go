@@ -35,6 +35,9 @@ type TCP struct {
 	// ports: without this, an SRV record could send a client to any
 	// service on a backend machine (a database, an admin port).
 	SRVPorts []uint16
+	// Outgoing, if set, gets the local address of every connection
+	// made, for the caller to remove when it closes it (Conn.Local).
+	Outgoing *Outgoing
 }
 
 // DefaultSRVPorts are the ports of XMPP over TLS, client to server and
@@ -61,10 +64,17 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 	if err != nil {
 		return Conn{}, err
 	}
+	var local netip.AddrPort
+	if d.Outgoing != nil {
+		if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			local = ta.AddrPort()
+			d.Outgoing.Add(local)
+		}
+	}
 	// The address, not the name, identifies the backend for metrics: a
 	// wildcard DNS record lets clients make up any number of names that
 	// all reach one backend.
-	return Conn{Conn: c, Backend: t.String(), Name: t.String()}, nil
+	return Conn{Conn: c, Backend: t.String(), Name: t.String(), Local: local}, nil
 }
 
 // DialFD is Dial for the relay: it returns the connected socket as a
@@ -88,7 +98,17 @@ func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
 	if err != nil {
 		return -1, Conn{}, err
 	}
-	return fd, Conn{Backend: t.String(), Name: t.String()}, nil
+	var local netip.AddrPort
+	if d.Outgoing != nil {
+		la, err := rawsys.Getsockname(fd)
+		if err != nil {
+			rawsys.Close(fd)
+			return -1, Conn{}, fmt.Errorf("%w: %s: local address of the connection: %w", ErrRefused, t, err)
+		}
+		local = la.AddrPort()
+		d.Outgoing.Add(local)
+	}
+	return fd, Conn{Backend: t.String(), Name: t.String(), Local: local}, nil
 }
 
 // dialFirst resolves req and calls connect (from the NAT46 source in
