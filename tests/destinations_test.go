@@ -170,6 +170,9 @@ func TestDestinationsSnilistenLoop(t *testing.T) {
 	const addr, other = "127.0.0.1:443", "127.0.0.1:8443"
 
 	// The looping client stays connected while the others are tried.
+	// (Each listener's accept loop takes its slot before it accepts: with
+	// two listeners a loop can hold 15 of the 16 slots, the last being
+	// the other listener's.)
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
