@@ -23,6 +23,9 @@ func inNetns(t *testing.T) bool {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip(8)")
 	}
+	if err := exec.Command("unshare", "-n", "true").Run(); err != nil {
+		t.Skipf("cannot create a network namespace here (unshare -n): %v", err)
+	}
 	cmd := exec.Command("unshare", "-n", os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "SNITOOLS_BACKEND_NETNS="+t.Name())
 	out, err := cmd.CombinedOutput()
