@@ -75,6 +75,8 @@ func run() int {
 	fs.Var(allow, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
+	srvPorts := backend.Ports(backend.DefaultSRVPorts)
+	fs.Var(&srvPorts, "srv-ports", "`PORTS` (comma-separated) an SRV target may have (tcp and nat46 modes; '' allows none)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n")
 		fs.PrintDefaults()
@@ -88,6 +90,16 @@ func run() int {
 	dialer, err := newDialer(*mode, set, *unixDir, allow, *backendPort, *nat46Prefix)
 	if err != nil {
 		return usage("%v", err)
+	}
+	// tcp modes: SRV ports, and the set of our own connections that the
+	// accept side refuses (a name leading back here).
+	var outgoing *backend.Outgoing
+	if d, ok := dialer.(backend.TCP); ok {
+		outgoing = &backend.Outgoing{}
+		d.SRVPorts, d.Outgoing = srvPorts, outgoing
+		dialer = d
+	} else if set["srv-ports"] {
+		return usage("-srv-ports: not used in %s mode", *mode)
 	}
 	var defName string
 	if *defaultHostname != "" {
@@ -127,6 +139,7 @@ func run() int {
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
 		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: fronts,
 	}
+	cfg.Outgoing = outgoing
 	if *metricsListen != "" {
 		reg := metrics.NewRegistry()
 		cfg.Observer = metrics.NewDispatcher(reg, *metricsPerBackend)

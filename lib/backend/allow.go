@@ -17,9 +17,9 @@ type AllowList struct {
 	// as the proxy's own listening addresses (a name pointing back at the
 	// proxy must not loop).
 	deny []netip.AddrPort
-	// local caches this machine's addresses, for deny entries on a
-	// wildcard listener.
-	local localAddrs
+	// local asks the kernel whether it routes an address here, for
+	// deny entries on a wildcard listener.
+	local localRoutes
 }
 
 // ParseAllowList parses CIDRs such as "2001:db8::/64" or "192.0.2.0/24".
@@ -44,26 +44,49 @@ func (a *AllowList) Deny(ap netip.AddrPort) {
 }
 
 // Check returns nil if ap may be dialled, else an error wrapping
-// ErrNotAllowed that says why.
+// ErrNotAllowed that says why (ErrRefused alone if the kernel could not
+// be asked about the route).
 func (a *AllowList) Check(ap netip.AddrPort) error {
 	addr := ap.Addr().Unmap()
+	wildcard := false
 	for _, d := range a.deny {
-		if d.Port() == ap.Port() && (d.Addr() == addr || d.Addr().IsUnspecified() && a.isLocal(addr)) {
+		if d.Port() != ap.Port() {
+			continue
+		}
+		if d.Addr() == addr {
 			return fmt.Errorf("%w: %s is this proxy's own listening address", ErrNotAllowed, ap)
 		}
+		// 0.0.0.0 takes IPv4 only; [::] takes both (dual-stack, as
+		// Go and systemd listen by default).
+		wildcard = wildcard || d.Addr().IsUnspecified() && (d.Addr().Is6() || addr.Is4())
 	}
+	allowed := false
 	for _, p := range a.prefixes {
 		if p.Contains(addr) {
-			return nil
+			allowed = true
+			break
 		}
 	}
-	return fmt.Errorf("%w: %s is outside every -backend-cidr", ErrNotAllowed, addr)
-}
-
-// isLocal reports whether addr is one this machine answers on for a
-// wildcard listener: loopback, or one of the interface addresses.
-func (a *AllowList) isLocal(addr netip.Addr) bool {
-	return addr.IsLoopback() || a.local.contains(addr)
+	if !allowed {
+		return fmt.Errorf("%w: %s is outside every -backend-cidr", ErrNotAllowed, addr)
+	}
+	if wildcard {
+		// A listener on every address gets whatever the kernel
+		// delivers here: loopback, interface addresses, and ranges
+		// routed locally without being configured anywhere (AnyIP,
+		// "ip route add local ... dev lo"). Only on a port such a
+		// listener of ours listens on, though: a backend on this
+		// machine on another port (loopback included) is the
+		// operator's to allow, and asking costs two system calls.
+		local, err := a.local.isLocal(addr)
+		if err != nil {
+			return fmt.Errorf("%w: cannot tell whether %s is this machine, where this proxy listens on every address: %v", ErrRefused, ap, err)
+		}
+		if local {
+			return fmt.Errorf("%w: %s is routed to this machine (RTN_LOCAL), where this proxy listens on every address: its own listening address", ErrNotAllowed, ap)
+		}
+	}
+	return nil
 }
 
 // Control is a net.Dialer Control function that applies the list to the

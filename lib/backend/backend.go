@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 )
 
 // Errors that tell the dispatcher which TLS alert a client deserves.
@@ -52,6 +53,10 @@ type Conn struct {
 	// Handoff is set, and Conn nil, when the backend at the path Backend
 	// takes the client's socket itself (lib/handoff) instead of a relay.
 	Handoff bool
+	// Local is the local address of a TCP connection that the dialer
+	// added to its Outgoing set: the caller removes it when it closes
+	// the connection. Zero otherwise.
+	Local netip.AddrPort
 }
 
 // A Dialer connects to the backend for a request. Errors wrap

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +30,24 @@ type TCP struct {
 	Resolver *net.Resolver
 	// NAT46, if valid, makes this the nat46 mode.
 	NAT46 nat46.Prefix
+	// SRVPorts are the only ports an SRV target may have
+	// (DefaultSRVPorts if nil). The allow list limits addresses, not
+	// ports: without this, an SRV record could send a client to any
+	// service on a backend machine (a database, an admin port).
+	SRVPorts []uint16
+	// Outgoing, if set, gets the local address of every connection
+	// made, for the caller to remove when it closes it (Conn.Local).
+	Outgoing *Outgoing
 }
+
+// DefaultSRVPorts are the ports of XMPP over TLS, client to server and
+// server to server (RFC 7590), the only services reached through SRV.
+var DefaultSRVPorts = []uint16{5223, 5269}
+
+// MaxTargets bounds the addresses tried for one connection, and the SRV
+// targets looked up: a DNS answer chooses how many there are, and each
+// costs a lookup or a connection attempt within the one -connect-timeout.
+const MaxTargets = 8
 
 // Dial resolves req.Name and connects to the first allowed address that
 // answers. When the client offers exactly one ALPN protocol, "xmpp-client"
@@ -46,10 +64,17 @@ func (d TCP) Dial(ctx context.Context, req Request) (Conn, error) {
 	if err != nil {
 		return Conn{}, err
 	}
+	var local netip.AddrPort
+	if d.Outgoing != nil {
+		if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+			local = ta.AddrPort()
+			d.Outgoing.Add(local)
+		}
+	}
 	// The address, not the name, identifies the backend for metrics: a
 	// wildcard DNS record lets clients make up any number of names that
 	// all reach one backend.
-	return Conn{Conn: c, Backend: t.String(), Name: t.String()}, nil
+	return Conn{Conn: c, Backend: t.String(), Name: t.String(), Local: local}, nil
 }
 
 // DialFD is Dial for the relay: it returns the connected socket as a
@@ -73,7 +98,17 @@ func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
 	if err != nil {
 		return -1, Conn{}, err
 	}
-	return fd, Conn{Backend: t.String(), Name: t.String()}, nil
+	var local netip.AddrPort
+	if d.Outgoing != nil {
+		la, err := rawsys.Getsockname(fd)
+		if err != nil {
+			rawsys.Close(fd)
+			return -1, Conn{}, fmt.Errorf("%w: %s: local address of the connection: %w", ErrRefused, t, err)
+		}
+		local = la.AddrPort()
+		d.Outgoing.Add(local)
+	}
+	return fd, Conn{Backend: t.String(), Name: t.String(), Local: local}, nil
 }
 
 // dialFirst resolves req and calls connect (from the NAT46 source in
@@ -88,11 +123,10 @@ func (d TCP) dialFirst(ctx context.Context, req Request, connect func(t netip.Ad
 		}
 		source = src
 	}
-	targets, err := d.resolve(ctx, req)
+	targets, errs, err := d.resolve(ctx, req)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	var errs []error
 	for _, t := range targets {
 		if err := d.Allow.Check(t); err != nil {
 			errs = append(errs, err)
@@ -218,8 +252,10 @@ func (d TCP) control(freebind bool) func(network, address string, rc syscall.Raw
 	}
 }
 
-// resolve returns the addresses to try for a request, in order.
-func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, error) {
+// resolve returns the addresses to try for a request, in order, at most
+// MaxTargets of them, and the refusals of SRV targets on ports outside
+// SRVPorts, which are not looked up.
+func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, []error, error) {
 	r := d.Resolver
 	if r == nil {
 		r = net.DefaultResolver
@@ -238,13 +274,27 @@ func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, error)
 		service := "xmpps-" + strings.TrimPrefix(req.ALPN[0], "xmpp-")
 		_, srvs, err := r.LookupSRV(ctx, service, "tcp", req.Name)
 		if err != nil {
-			return nil, lookupError(req.Name, "SRV _"+service+"._tcp", err)
+			return nil, nil, lookupError(req.Name, "SRV _"+service+"._tcp", err)
+		}
+		ports := d.SRVPorts
+		if ports == nil {
+			ports = DefaultSRVPorts
 		}
 		var out []netip.AddrPort
+		var refused []error
+		looked := 0
 		for _, srv := range srvs {
 			if srv.Target == "." {
 				continue // "service decidedly not available" (RFC 2782)
 			}
+			if !slices.Contains(ports, srv.Port) {
+				refused = append(refused, fmt.Errorf("%w: SRV target %s port %d is not in -srv-ports", ErrNotAllowed, srv.Target, srv.Port))
+				continue
+			}
+			if looked == MaxTargets || len(out) >= MaxTargets {
+				break
+			}
+			looked++
 			addrs, err := r.LookupNetIP(ctx, network, srv.Target)
 			if err != nil {
 				continue
@@ -253,17 +303,17 @@ func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, error)
 				out = append(out, netip.AddrPortFrom(a.Unmap(), srv.Port))
 			}
 		}
-		return out, nil
+		return out[:min(len(out), MaxTargets)], refused, nil
 	}
 	addrs, err := r.LookupNetIP(ctx, network, req.Name)
 	if err != nil {
-		return nil, lookupError(req.Name, network, err)
+		return nil, nil, lookupError(req.Name, network, err)
 	}
-	out := make([]netip.AddrPort, 0, len(addrs))
-	for _, a := range addrs {
+	out := make([]netip.AddrPort, 0, min(len(addrs), MaxTargets))
+	for _, a := range addrs[:min(len(addrs), MaxTargets)] {
 		out = append(out, netip.AddrPortFrom(a.Unmap(), uint16(port)))
 	}
-	return out, nil
+	return out, nil, nil
 }
 
 // lookupError maps a failed lookup: a name that does not exist, or has no

@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -78,6 +79,9 @@ type Config struct {
 	TrustedFronts proxyheader.Trusted
 	// Observer, if set, is told about every connection (metrics).
 	Observer Observer
+	// Outgoing, if set, is the set the dialer adds its connections to:
+	// a connection from one of them is refused (OutcomeLoop).
+	Outgoing *backend.Outgoing
 }
 
 // Observer is told when connections start and end, for metrics. Its
@@ -129,7 +133,8 @@ const (
 func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
-		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck}
+		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck,
+		OutcomeLoop}
 }
 
 // Server dispatches connections from any number of listeners.
@@ -550,22 +555,28 @@ func (s *Server) dialAndRelay(fd int, r *record, name string, alpn []string, hel
 
 // dialFD is dial returning a descriptor, with connFDDialer.
 func (s *Server) dialFD(req backend.Request, r *record) (int, backend.Conn, error) {
+	if err := s.checkLoop(r); err != nil {
+		return -1, backend.Conn{}, err
+	}
 	ctx, cancel := s.connectContext()
 	defer cancel()
 	start := time.Now()
 	fd, b, err := s.connFDDialer.DialFD(ctx, req)
-	r.connect = time.Since(start)
+	r.connect, r.outgoing = time.Since(start), b.Local
 	return fd, b, err
 }
 
 // dial connects to the backend for req within -connect-timeout (cut short
 // by the shutdown timeout), and times it in r.
 func (s *Server) dial(req backend.Request, r *record) (backend.Conn, error) {
+	if err := s.checkLoop(r); err != nil {
+		return backend.Conn{}, err
+	}
 	ctx, cancel := s.connectContext()
 	defer cancel()
 	start := time.Now()
 	b, err := s.cfg.Dialer.Dial(ctx, req)
-	r.connect = time.Since(start)
+	r.connect, r.outgoing = time.Since(start), b.Local
 	return b, err
 }
 
@@ -585,6 +596,8 @@ func dialFailure(err error) (Outcome, clienthello.Alert) {
 		return OutcomeUnknownName, clienthello.AlertUnrecognizedName
 	case errors.Is(err, backend.ErrNotAllowed):
 		return OutcomeRefusedCIDR, clienthello.AlertUnrecognizedName
+	case errors.Is(err, errLoop):
+		return OutcomeLoop, clienthello.AlertInternalError
 	}
 	return OutcomeBackendError, clienthello.AlertInternalError
 }
@@ -784,6 +797,9 @@ type record struct {
 	outcome       Outcome
 	err           error
 	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by Server.mu
+	// outgoing is our backend connection's local address, in
+	// Config.Outgoing until the connection is finished.
+	outgoing netip.AddrPort
 }
 
 // outcomeRelaying is what dispatch returns when the relay took over: the
@@ -819,6 +835,7 @@ func (s *Server) finish(r *record, outcome Outcome, err error) {
 		s.cfg.Observer.Finished(Report{Outcome: r.outcome, Up: r.stats.Up, Down: r.stats.Down,
 			Peek: r.peek, Connect: r.connect, Duration: time.Since(r.start), Backend: r.backendName})
 	}
+	s.forgetOutgoing(r)
 	s.untrackConn(r)
 	s.release()
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -31,6 +32,10 @@ type ACME struct {
 	dialer  backend.Dialer
 	ipHosts bool // whether IP-literal hosts can be forwarded at all
 	timeout time.Duration
+	// outgoing holds the local addresses of the connections to
+	// backends being made (-acme tcp): a challenge arriving on one of
+	// them is our own, led back here, and is answered 502.
+	outgoing *backend.Outgoing
 }
 
 // UnixACME forwards a challenge for host H to the HTTP server on the UNIX
@@ -48,11 +53,16 @@ func UnixACME(dir string, timeout time.Duration) *ACME {
 // it is dialled, so a DNS answer cannot lead the connection anywhere else.
 // Call allow.DenyListeners too, so that a name pointing back here cannot loop.
 func TCPACME(allow *backend.AllowList, port int, timeout time.Duration) *ACME {
-	return &ACME{dialer: backend.TCP{Allow: allow, Port: port}, ipHosts: true, timeout: timeout}
+	out := &backend.Outgoing{}
+	return &ACME{dialer: backend.TCP{Allow: allow, Port: port, Outgoing: out}, ipHosts: true, timeout: timeout, outgoing: out}
 }
+
+// errLoop is a challenge that came from one of our own connections.
+var errLoop = errors.New("challenge from this server's own connection to a backend (a name that leads back here)")
 
 // dial connects to the backend for host (as in Location: a canonical name,
 // an IPv4 address or a bracketed IPv6 address) and names it for the log.
+// The connection's local address is in a.outgoing until it is closed.
 func (a *ACME) dial(ctx context.Context, host string) (net.Conn, string, error) {
 	name := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	c, err := a.dialer.Dial(ctx, backend.Request{Name: name})
@@ -62,7 +72,23 @@ func (a *ACME) dial(ctx context.Context, host string) (net.Conn, string, error) 
 	if c.Conn == nil {
 		return nil, c.Backend, fmt.Errorf("%s takes handed-off sockets (SOCK_SEQPACKET), not HTTP requests", c.Backend)
 	}
+	if c.Local.IsValid() {
+		return outgoingConn{c.Conn, a.outgoing, c.Local}, c.Backend, nil
+	}
 	return c.Conn, c.Backend, nil
+}
+
+// outgoingConn is a connection to a backend that leaves a.outgoing when
+// it is closed (once: fetch closes it once).
+type outgoingConn struct {
+	net.Conn
+	set   *backend.Outgoing
+	local netip.AddrPort
+}
+
+func (c outgoingConn) Close() error {
+	c.set.Remove(c.local)
+	return c.Conn.Close()
 }
 
 // challengeResponse is a backend's answer, read whole.
@@ -147,7 +173,16 @@ func (c *conn) forward(a *ACME, req *request, keep bool) (int, string, string) {
 	if ta, ok := c.client.(*net.TCPAddr); ok {
 		clientIP = ta.IP.String()
 	}
-	resp, name, err := a.fetch(context.Background(), req, clientIP)
+	var resp challengeResponse
+	var name string
+	var err error
+	if a.outgoing.ContainsAddr(c.nc.RemoteAddr()) {
+		// Asked once the request is here: our dialer adds a
+		// connection to the set before it sends on it.
+		err = fmt.Errorf("acme: %s: %w", c.nc.RemoteAddr(), errLoop)
+	} else {
+		resp, name, err = a.fetch(context.Background(), req, clientIP)
+	}
 	c.setDeadline(c.s.cfg.HeaderTimeout) // the fetch may have used it up
 	date := c.s.clock.date()
 	if err != nil {
