@@ -89,16 +89,26 @@ elif cmd == "idle":
 // trustScript writes trustAttacker where every uid can read it.
 func trustScript(t *testing.T) string {
 	t.Helper()
+	needSystemPython(t)
 	dir := bsDir(t)
 	p := bsWriteFile(t, dir, "attacker.py", trustAttacker)
 	return p
+}
+
+// needSystemPython skips a test that runs python3 as another uid when
+// there is no nobodyPython.
+func needSystemPython(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(nobodyPython); err != nil {
+		t.Skipf("python3 for other uids: %v", err)
+	}
 }
 
 // asNobody runs python3 with the attacker script as uid and gid 65534 and
 // no other group, in the network namespace of process ns if ns > 0.
 func asNobody(t *testing.T, ns int, script string, args ...string) (string, error) {
 	t.Helper()
-	need(t, "setpriv", "nsenter")
+	need(t, "setpriv")
 	all := []string{"--reuid=65534", "--regid=65534", "--clear-groups", nobodyPython, script}
 	all = append(all, args...)
 	cmd := exec.Command("setpriv", all...)
@@ -147,11 +157,15 @@ func TestHandoffTrustSecondListener(t *testing.T) {
 	bsNeedRoot(t)
 	need(t, "ip", "nsenter", "setpriv")
 	script := trustScript(t)
-	for _, mode := range []string{"-handoff", "-header-timeout=1s"} {
+	for _, mode := range []string{"handoff", "proxy"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := bsDir(t)
 			a, b := "trusta.example.test", "trustb.example.test"
-			p, tmp := startNginx(t, dir, a, b, mode)
+			flag := "-handoff"
+			if mode == "proxy" {
+				flag = "-header-timeout=1s" // PROXY headers, the default
+			}
+			p, tmp := startNginx(t, dir, a, b, flag)
 			ns := strconv.Itoa(p.Pid())
 			for _, args := range [][]string{{"link", "set", "lo", "up"}, {"addr", "add", "198.51.100.7/32", "dev", "lo"}} {
 				if out, err := exec.Command("nsenter", append([]string{"-t", ns, "-n", "ip"}, args...)...).CombinedOutput(); err != nil {
@@ -167,7 +181,7 @@ func TestHandoffTrustSecondListener(t *testing.T) {
 				t.Errorf("nginx served a connection handed over by uid 65534")
 			}
 			// nginx still serves a real handoff (root) on the socket.
-			if mode == "-handoff" {
+			if mode == "handoff" {
 				body, err := hoGet(t, filepath.Join(dir, a), "127.0.0.61", a, handoff.Message{SNI: a})
 				if err != nil || !strings.HasPrefix(body, "name="+a+" remote=127.0.0.61 ") {
 					t.Errorf("real handoff after the scan: %q, %v", body, err)
@@ -320,6 +334,7 @@ func TestBindshimBlockingAcceptAborts(t *testing.T) {
 func TestBindshimTempNamesUnpredictable(t *testing.T) {
 	bsNeedRoot(t)
 	need(t, "setpriv", "sh")
+	needSystemPython(t)
 	const group, server = "4242", "1001"
 	dir := bsDir(t)
 	if err := os.Chown(dir, 0, 4242); err != nil {
