@@ -48,7 +48,7 @@ type Config struct {
 	Port          int           // TCP port whose binds become the socket
 	Mode          fs.FileMode   // permission bits of the socket file
 	GID           int           // group of the socket file; -1 leaves it
-	TrustUIDs     []int         // uids besides root allowed to send PROXY headers or announce clients
+	TrustUIDs     []int         // uids besides root allowed to send PROXY headers or hand over connections
 	Replace       bool          // take over a live socket and aliases
 	HeaderTimeout time.Duration // how long to wait for a PROXY header or handoff message
 	// Handoff makes the socket a SOCK_SEQPACKET one to which snilisten
