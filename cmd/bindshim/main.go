@@ -28,7 +28,8 @@ const usage = `usage: bindshim [-d dir] [-p port] [-m mode] [-g group] [-trust-u
 Runs command with its bind() to TCP port (443) turned into a UNIX socket at
 dir/host, accepting only connections that begin with a PROXY header from
 root or a trusted uid; with -handoff, a SOCK_SEQPACKET socket on which
-accept() receives each client's TCP socket from snilisten. Flags:
+accept() receives each client's TCP socket from snilisten (root, the
+server's uid or a trusted uid). Flags:
 `
 
 // listFlag collects a repeatable flag.
@@ -66,7 +67,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Port, "p", 443, "TCP `port` whose binds become the socket")
 	fs.StringVar(&mode, "m", "0660", "octal `mode` of the socket file")
 	fs.StringVar(&group, "g", "", "`group` (name or number) of the socket file (default: the directory's if set-group-ID, as /var/tls is; else the server's)")
-	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers (with -handoff: to announce client addresses); repeatable")
+	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers (with -handoff: to hand over connections, as the server's own uid may); repeatable")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take over a live socket and aliases, for a restart without downtime")
 	fs.BoolVar(&cfg.Handoff, "handoff", false, "receive each client's TCP socket from snilisten over a SOCK_SEQPACKET socket, instead of a stream with a PROXY header")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", time.Second, "how long to wait for a connection's PROXY header or handoff message")

@@ -200,9 +200,11 @@ type Listener struct {
 // Listen creates the SOCK_SEQPACKET socket at path and returns a listener
 // whose Accept returns each connection handed to it. A stale socket file
 // at path (nobody accepts on it) is replaced; a live one is an error.
-// Client addresses announced in messages are believed only from root, the
-// listener's own user and the users in trustUIDs; a message from anyone
-// else that announces one is dropped.
+// Connections are taken only from senders running as root, as the
+// listener's own user or as one of trustUIDs: anyone else could hand over
+// a TCP socket they made themselves, from an address of their choosing,
+// and it would pass for a client; a message of theirs is dropped unread,
+// whether it announces a client address or not.
 func Listen(path string, trustUIDs ...uint32) (*Listener, error) {
 	addr := &net.UnixAddr{Name: path, Net: "unixpacket"}
 	ln, err := net.ListenUnix("unixpacket", addr)
@@ -227,15 +229,20 @@ func Listen(path string, trustUIDs ...uint32) (*Listener, error) {
 	return &Listener{ln: ln, trust: trust}, nil
 }
 
-// Accept waits for the next connection handed off. Messages that are
-// malformed, carry no TCP socket, or announce a client address from an
-// untrusted sender are dropped (their descriptors closed) and Accept goes
-// on to the next.
+// Accept waits for the next connection handed off. Senders that are not
+// trusted are closed before anything is read, so that neither they nor
+// their silence delay the senders queued behind them; messages that are
+// malformed or carry no TCP socket are dropped (their descriptors closed).
+// Accept then goes on to the next.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		sender, err := l.ln.AcceptUnix()
 		if err != nil {
 			return nil, err
+		}
+		if !l.trusted(sender) {
+			sender.Close()
+			continue
 		}
 		c, err := l.receive(sender)
 		sender.Close()
@@ -245,7 +252,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// receive reads one message from sender and adopts its descriptor.
+// receive reads one message from a trusted sender and adopts its
+// descriptor.
 func (l *Listener) receive(sender *net.UnixConn) (*Conn, error) {
 	sender.SetReadDeadline(time.Now().Add(time.Second))
 	buf := make([]byte, maxMessage)
@@ -285,10 +293,6 @@ func (l *Listener) receive(sender *net.UnixConn) (*Conn, error) {
 	}
 	c := &Conn{TCPConn: tc, sni: m.SNI, remote: tc.RemoteAddr()}
 	if m.Client.IsValid() {
-		if !l.trusted(sender) {
-			tc.Close()
-			return nil, fmt.Errorf("handoff: client address announced by an untrusted sender")
-		}
 		c.remote = net.TCPAddrFromAddrPort(m.Client)
 	}
 	return c, nil

@@ -9,6 +9,7 @@
 package shim
 
 import (
+	"crypto/rand"
 	"debug/buildinfo"
 	"debug/elf"
 	"errors"
@@ -34,8 +35,9 @@ const LibraryName = "libbindshim.so"
 const maxSocketPath = 107
 
 // replaceSuffix is the room a replacing server needs for its temporary
-// socket name beside the real one: "~" and a pid of up to 7 digits.
-const replaceSuffix = len("~4194304")
+// socket name beside the real one: "~" and 7 random characters (the
+// preload library's temp_name).
+const replaceSuffix = len("~abcdefg")
 
 // Config is what the launcher's flags say. The zero value is not useful:
 // Dir and Host are required.
@@ -46,7 +48,7 @@ type Config struct {
 	Port          int           // TCP port whose binds become the socket
 	Mode          fs.FileMode   // permission bits of the socket file
 	GID           int           // group of the socket file; -1 leaves it
-	TrustUIDs     []int         // uids besides root allowed to send PROXY headers or announce clients
+	TrustUIDs     []int         // uids besides root allowed to send PROXY headers or hand over connections
 	Replace       bool          // take over a live socket and aliases
 	HeaderTimeout time.Duration // how long to wait for a PROXY header or handoff message
 	// Handoff makes the socket a SOCK_SEQPACKET one to which snilisten
@@ -205,9 +207,8 @@ func (c *Config) link(alias string) error {
 	if _, err := os.Stat(path); err == nil && !c.Replace {
 		return fmt.Errorf("link alias %s: already points to %s (-replace takes it over)", path, target)
 	}
-	tmp := fmt.Sprintf("%s~%d", path, os.Getpid())
-	os.Remove(tmp)
-	if err := os.Symlink(c.Host, tmp); err != nil {
+	tmp, err := tempSymlink(c.Host, path)
+	if err != nil {
 		return fmt.Errorf("link alias: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -215,6 +216,30 @@ func (c *Config) link(alias string) error {
 		return fmt.Errorf("link alias: %w", err)
 	}
 	return nil
+}
+
+// tempSymlinkTries is how many random names tempSymlink tries: one taken
+// by chance is already unlikely.
+const tempSymlinkTries = 8
+
+// tempSymlink makes a symbolic link to target at a random name beside
+// path ("~" and random characters, which no host name has) and returns
+// that name. The name must not be guessable: in a shared sticky directory
+// such as /var/tls, another member of the group could otherwise create it
+// first, and the server could neither remove it nor link there. A name
+// that is taken is left alone and another tried.
+func tempSymlink(target, path string) (string, error) {
+	var err error
+	for range tempSymlinkTries {
+		tmp := path + "~" + rand.Text()[:12]
+		if err = os.Symlink(target, tmp); err == nil {
+			return tmp, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
+	return "", err
 }
 
 // FindLibrary returns the path of the preload library. override, from

@@ -14,8 +14,14 @@
  * instead, to which snilisten hands the client's TCP socket itself
  * (SCM_RIGHTS, lib/handoff): accept() receives one message per sender
  * connection and returns the TCP socket in it, whose addresses are the
- * kernel's own. Only a client address announced in the message (from a
- * trusted front) is kept in the table, for getpeername().
+ * kernel's own. Senders must be trusted too (root, a trusted uid, or the
+ * server's own user), checked before anything is read. Only a client
+ * address announced in the message is kept in the table, for
+ * getpeername().
+ *
+ * A connection dropped by a blocking accept() that the application had
+ * polled for (poll, ppoll, select, pselect are watched for that) makes it
+ * return ECONNABORTED instead of waiting for another.
  *
  * The library keeps one table entry per mapped descriptor, in chunks that
  * are mapped on first use and never freed; it has no lock, no thread and
@@ -47,6 +53,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -73,6 +81,10 @@ static int (*real_close)(int);
 static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
+static int (*real_poll)(struct pollfd *, nfds_t, int);
+static int (*real_ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+static int (*real_select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+static int (*real_pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
 
 #define RESOLVE(name) (*(void **)(&real_##name) = dlsym(RTLD_NEXT, #name))
 
@@ -90,6 +102,10 @@ static void resolve(void)
 	RESOLVE(dup);
 	RESOLVE(dup2);
 	RESOLVE(dup3);
+	RESOLVE(poll);
+	RESOLVE(ppoll);
+	RESOLVE(select);
+	RESOLVE(pselect);
 }
 
 /* REAL(f) is the next definition of f, resolved on first use when a call
@@ -252,6 +268,7 @@ union addr {
 struct entry {
 	unsigned char kind;
 	unsigned char v6only;  /* an AF_INET6 socket that would not see IPv4 */
+	unsigned char polled;  /* a listener a poll or select said was readable */
 	sa_family_t family;    /* the family the application bound */
 	ino_t ino;             /* the socket's inode, to notice a closed fd */
 	socklen_t local_len;
@@ -445,6 +462,63 @@ static int path_state(const char *path)
 	return 2;
 }
 
+/*
+ * temp_name writes into out (of size bytes) prefix, "~" and 7 characters
+ * from the kernel's random source: a temporary name beside a socket that
+ * another member of the directory's group cannot guess and take first
+ * (a name made of the pid could be, and the sticky directory would then
+ * keep the server from removing it). '~' keeps the name out of reach of
+ * any server name. -1 with errno set when it does not fit or no random
+ * bytes came.
+ */
+static int temp_name(char *out, size_t size, const char *prefix)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyz234567";
+	unsigned char r[7];
+	size_t i, n = strlen(prefix);
+	ssize_t got;
+
+	if (n + 1 + sizeof r >= size) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	do
+		got = getrandom(r, sizeof r, 0);
+	while (got < 0 && errno == EINTR);
+	if (got != (ssize_t)sizeof r) {
+		if (got >= 0)
+			errno = EIO;
+		return -1;
+	}
+	memcpy(out, prefix, n);
+	out[n] = '~';
+	for (i = 0; i < sizeof r; i++)
+		out[n + 1 + i] = abc[r[i] & 31];
+	out[n + 1 + sizeof r] = '\0';
+	return 0;
+}
+
+/* TEMP_TRIES is how many random names a bind tries before giving up: one
+ * taken by chance is already unlikely. */
+#define TEMP_TRIES 8
+
+/* bind_temp binds s at a fresh temporary name beside prefix, written into
+ * out, retrying while a name is taken; never removes anything. */
+static int bind_temp(int s, char *out, size_t size, const char *prefix)
+{
+	int i;
+
+	for (i = 0; i < TEMP_TRIES; i++) {
+		if (temp_name(out, size, prefix) != 0)
+			return -1;
+		if (bind_path(s, out) == 0)
+			return 0;
+		if (errno != EADDRINUSE)
+			return -1;
+	}
+	return -1;
+}
+
 /* setup_path gives the socket file its mode and group; the socket does not
  * listen yet, so nobody could connect before this. */
 static int setup_path(const char *path)
@@ -454,29 +528,51 @@ static int setup_path(const char *path)
 	return chmod(path, cfg.mode);
 }
 
-/* idle_socket puts on fd a listening UNIX socket that nobody connects to
- * (autobound to a random abstract name; listening, so that poll does not
- * report it hung up), with the given status and descriptor flags, and
- * records its inode in e. */
+/*
+ * idle_socket puts on fd a listening UNIX socket that nobody can connect
+ * to, with the given status and descriptor flags, and records its inode
+ * in e. It listens, so that poll does not report it hung up; it must not
+ * be reachable, because whoever connects would be accepted by the
+ * application as a client of its own choosing (a handoff of any TCP
+ * socket). An abstract name, which any local user may connect to
+ * whatever the directory's permissions, will not do: the socket is bound
+ * at a random name beside the real one, which is removed before it
+ * listens. Until then a connection is refused; after, no path leads to
+ * it.
+ */
 static int idle_socket(int fd, int fl, int fdfl, struct entry *e)
 {
 	struct stat st;
-	sa_family_t af = AF_UNIX;
-	int u = socket(AF_UNIX, unix_type() | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
+	char dir[sizeof cfg.path], name[sizeof cfg.path];
+	char *slash;
+	int err, u = socket(AF_UNIX, unix_type() | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0);
 
 	if (u < 0)
 		return -1;
-	/* An address of just the family autobinds. */
-	if (REAL(bind)(u, (struct sockaddr *)&af, sizeof af) != 0 || REAL(listen)(u, 1) != 0 || fstat(u, &st) != 0 ||
+	/* The directory, with its slash: the name is dir/~XXXXXXX. */
+	memcpy(dir, cfg.path, sizeof dir);
+	slash = strrchr(dir, '/');
+	slash[1] = '\0';
+	if (bind_temp(u, name, sizeof name, dir) != 0) {
+		err = errno;
+		say("bindshim: a second bind of port %u: no unreachable socket beside %s: %s", cfg.port, cfg.path,
+		    strerror(err));
+		goto fail;
+	}
+	if (unlink(name) != 0 || REAL(listen)(u, 1) != 0 || fstat(u, &st) != 0 ||
 	    REAL(dup3)(u, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
-		int err = errno;
-		REAL(close)(u);
-		errno = err;
-		return -1;
+		err = errno;
+		unlink(name);
+		goto fail;
 	}
 	REAL(close)(u);
 	e->ino = st.st_ino;
 	return 0;
+
+fail:
+	REAL(close)(u);
+	errno = err;
+	return -1;
 }
 
 /* map_bind turns fd, a TCP socket the application binds to the mapped
@@ -545,16 +641,10 @@ static int map_bind(int fd, const struct sockaddr *addr, socklen_t len)
 			err = EADDRINUSE;
 			goto fail;
 		}
-		/* '~' keeps the name out of reach of any server name. */
-		r = snprintf(pending_path, sizeof pending_path, "%s~%ld", cfg.path, (long)getpid());
-		if (r < 0 || (size_t)r >= sizeof pending_path) {
-			say("bindshim: %s: too long for a temporary name beside it", cfg.path);
-			err = ENAMETOOLONG;
-			goto fail;
-		}
 		at = pending_path;
-		unlink(at);
-		r = bind_path(u, at);
+		r = bind_temp(u, pending_path, sizeof pending_path, cfg.path);
+		if (r != 0 && errno == ENAMETOOLONG)
+			say("bindshim: %s: too long for a temporary name beside it", cfg.path);
 	} else {
 		r = bind_path(u, at);
 		if (r != 0 && errno == EADDRINUSE) {
@@ -598,6 +688,7 @@ record:
 	e->family = addr->sa_family;
 	e->v6only = v6only != 0;
 	e->peer_len = 0;
+	e->polled = 0;
 	e->kind = KIND_LISTENER;
 	return 0;
 
@@ -686,6 +777,50 @@ static int trusted(int c)
 	return 0;
 }
 
+/*
+ * handoff_trusted says whether the sender on c may hand over connections
+ * at all: root, a uid in BINDSHIM_TRUST_UIDS, or the server's own user
+ * (who could as well act inside the server). Anyone else could pass a TCP
+ * socket they made themselves, from any address (in a network namespace
+ * of their own), and the application would take it for a client.
+ */
+static int handoff_trusted(int c)
+{
+	struct ucred cr;
+	socklen_t l = sizeof cr;
+
+	if (trusted(c))
+		return 1;
+	return REAL(getsockopt)(c, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0 && l == sizeof cr && cr.uid == geteuid();
+}
+
+/*
+ * aborted is what accept does after dropping a connection on listener
+ * fd; polled says whether the application's last poll or select (since
+ * its last accept) told it that fd was readable. A non-blocking listener
+ * goes on to the next connection (EAGAIN when there is none). A blocking
+ * one that was polled returns ECONNABORTED, as POSIX has accept do for a
+ * connection aborted in the queue, and servers retry: it must not block
+ * until another connection comes, which may be never, while the
+ * application, told a connection was there, has other work waiting. A
+ * blocking one that was not polled waits on, as the kernel's accept
+ * would: a program that calls it directly expects that, and may take
+ * an error as fatal (openssl s_server exits on ECONNABORTED, socat on
+ * EAGAIN). 1 says accept returns -1 with errno set.
+ */
+static int aborted(int fd, int polled)
+{
+	int fl;
+
+	if (!polled)
+		return 0;
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_NONBLOCK))
+		return 0;
+	errno = ECONNABORTED;
+	return 1;
+}
+
 /* wait_in waits until c is readable or the deadline (now_ms) passes: 0
  * when it is readable, -1 otherwise. */
 static int wait_in(int c, long deadline)
@@ -700,7 +835,7 @@ static int wait_in(int c, long deadline)
 		pfd.fd = c;
 		pfd.events = POLLIN;
 		pfd.revents = 0;
-		pr = poll(&pfd, 1, (int)left);
+		pr = REAL(poll)(&pfd, 1, (int)left);
 		if (pr > 0)
 			return 0;
 		if (pr == 0 || errno != EINTR)
@@ -796,12 +931,12 @@ static int tcp_socket(int c)
  * take_handoff receives the one message that the sender connection s
  * carries, waiting up to the header timeout for it, and returns the TCP
  * socket in it (with FD_CLOEXEC, so that a fork and exec in another thread
- * cannot leak it), with the message in *m. A message without exactly one
- * descriptor, with a malformed payload, with something else than a
- * connected TCP socket, or announcing a client address from an untrusted
- * sender is dropped: every descriptor it brought is closed, and -1
- * returned. -2 says the process had no descriptor free for the socket:
- * the kernel discarded it.
+ * cannot leak it), with the message in *m. The sender is a trusted one
+ * (handoff_accept checks before anything waits). A message without
+ * exactly one descriptor, with a malformed payload, or with something
+ * else than a connected TCP socket is dropped: every descriptor it
+ * brought is closed, and -1 returned. -2 says the process had no
+ * descriptor free for the socket: the kernel discarded it.
  */
 static int take_handoff(int s, struct bs_handoff *m)
 {
@@ -854,7 +989,7 @@ static int take_handoff(int s, struct bs_handoff *m)
 	/* A payload longer than buf (MSG_TRUNC) is read as far as buf goes:
 	 * receivers ignore what follows the fields they know. */
 	if (nfds != 1 || (msg.msg_flags & MSG_CTRUNC) || bs_handoff_parse(buf, (size_t)n, m) != 0 ||
-	    !tcp_socket(fd) || (m->has_client && !trusted(s))) {
+	    !tcp_socket(fd)) {
 		if (fd >= 0)
 			REAL(close)(fd);
 		return -1;
@@ -911,11 +1046,13 @@ static int announce(int c, const struct bs_handoff *m, union addr *peer, socklen
 /*
  * handoff_accept is accept4 on a handoff listener: each connection to it
  * is a sender with one message, whose TCP socket is returned with the
- * caller's flags and its peer's address. A dropped message makes a
- * blocking accept wait for the next sender and a non-blocking one go on
- * to EAGAIN when there is none, as with PROXY headers.
+ * caller's flags and its peer's address. A sender that is not trusted
+ * is closed before anything is read or waited for, so that neither it
+ * nor its silence delays the senders behind it. After a dropped message
+ * accept goes on to the next sender, or returns ECONNABORTED (aborted),
+ * as with PROXY headers.
  */
-static int handoff_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+static int handoff_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags, int polled)
 {
 	int saved = errno;
 
@@ -945,15 +1082,18 @@ static int handoff_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int
 			return -1;
 		}
 		forget(s);
-		c = take_handoff(s, &m);
+		c = handoff_trusted(s) ? take_handoff(s, &m) : -1;
 		REAL(close)(s);
 		if (c == -2) {
 			/* Another thread took the spare descriptor. */
 			errno = EMFILE;
 			return -1;
 		}
-		if (c < 0)
+		if (c < 0) {
+			if (aborted(fd, polled))
+				return -1;
 			continue;
+		}
 		forget(c);
 		if (set_flags(c, flags) != 0 ||
 		    (m.has_client ? announce(c, &m, &peer, &peer_len) : REAL(getpeername)(c, &peer.sa, &peer_len)) != 0) {
@@ -975,15 +1115,18 @@ static int shim_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int fl
 	static const unsigned char lo4[16] = {127, 0, 0, 1};
 	static const unsigned char lo6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 	struct entry *l = mapped(fd);
-	int saved = errno;
+	int saved = errno, polled;
 
 	if (l == NULL || l->kind != KIND_LISTENER) {
 		if (four)
 			return REAL(accept4)(fd, addr, addrlen, flags);
 		return REAL(accept)(fd, addr, addrlen);
 	}
+	/* What the application's poll said is used once. */
+	polled = l->polled;
+	l->polled = 0;
 	if (cfg.handoff)
-		return handoff_accept(fd, addr, addrlen, four ? flags : 0);
+		return handoff_accept(fd, addr, addrlen, four ? flags : 0, polled);
 	if (check_out(addr, addrlen) != 0)
 		return -1;
 	for (;;) {
@@ -998,10 +1141,11 @@ static int shim_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int fl
 			return -1;
 		forget(c);
 		if (!trusted(c) || take_header(c, &h) != 0 || !usable(&h) || fstat(c, &st) != 0) {
-			/* Never reaches the application; a blocking accept
-			 * waits for the next connection, a non-blocking one
-			 * says EAGAIN when there is none. */
+			/* Never reaches the application; accept goes on to
+			 * the next connection, or says ECONNABORTED (aborted). */
 			REAL(close)(c);
+			if (aborted(fd, polled))
+				return -1;
 			continue;
 		}
 		if (h.command == BS_PROXY_LOCAL) {
@@ -1038,6 +1182,80 @@ EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
 	return shim_accept(fd, addr, addrlen, flags, 1);
+}
+
+/* ---- poll and select --------------------------------------------------- */
+
+/* note_polled marks fd, if it is a mapped listener, as one the
+ * application was told is readable (see aborted). It reads the table
+ * only: no system call, errno untouched. */
+static void note_polled(int fd)
+{
+	struct entry *e = lookup(fd);
+
+	if (e != NULL && e->kind == KIND_LISTENER)
+		e->polled = 1;
+}
+
+static void note_pollfds(const struct pollfd *fds, nfds_t n)
+{
+	nfds_t i;
+
+	for (i = 0; i < n; i++)
+		if (fds[i].revents & POLLIN)
+			note_polled(fds[i].fd);
+}
+
+/* note_fdset is note_polled for each descriptor below n in set, read by
+ * hand: FD_ISSET checks against FD_SETSIZE, which a program may exceed
+ * with a larger set. */
+static void note_fdset(int n, const fd_set *set)
+{
+	const unsigned long *w = (const unsigned long *)(const void *)set;
+	const int bits = (int)(8 * sizeof *w);
+	int fd;
+
+	if (set == NULL)
+		return;
+	for (fd = 0; fd < n; fd++)
+		if ((w[fd / bits] >> (fd % bits)) & 1UL)
+			note_polled(fd);
+}
+
+EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	int r = REAL(poll)(fds, n, timeout);
+
+	if (r > 0)
+		note_pollfds(fds, n);
+	return r;
+}
+
+EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
+{
+	int r = REAL(ppoll)(fds, n, timeout, mask);
+
+	if (r > 0)
+		note_pollfds(fds, n);
+	return r;
+}
+
+EXPORT int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *timeout)
+{
+	int r = REAL(select)(n, rd, wr, ex, timeout);
+
+	if (r > 0)
+		note_fdset(n, rd);
+	return r;
+}
+
+EXPORT int pselect(int n, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *timeout, const sigset_t *mask)
+{
+	int r = REAL(pselect)(n, rd, wr, ex, timeout, mask);
+
+	if (r > 0)
+		note_fdset(n, rd);
+	return r;
 }
 
 /* ---- addresses of mapped sockets --------------------------------------- */
