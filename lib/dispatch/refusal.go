@@ -1,0 +1,36 @@
+package dispatch
+
+import (
+	"github.com/snitools/snitools/lib/peek"
+)
+
+// DefaultPeekBudget is the memory all peek buffers may take together
+// beyond the first PeekFree bytes of each: room for 256 connections
+// stalled one byte short of the largest hello (about 256 KiB of records
+// each), whatever -max-conns allows.
+const DefaultPeekBudget = 64 << 20
+
+// PeekFree is the part of each peek buffer not counted in the budget: a
+// whole record of 2^14 bytes, more than any real client's hello
+// (post-quantum key shares make them 1.5–2 KiB). Connections are bounded
+// in number, so this part is bounded too.
+const PeekFree = 16 << 10
+
+// newPeekBudget makes the budget of limit bytes, and shows it to an
+// observer that watches budgets (the metrics).
+func newPeekBudget(limit int64, o Observer) *peek.Budget {
+	if limit == 0 {
+		limit = DefaultPeekBudget
+	}
+	b := peek.NewBudget(limit, PeekFree)
+	if w, ok := o.(budgetWatcher); ok {
+		w.WatchPeekBudget(b.Used, b.Limit)
+	}
+	return b
+}
+
+// budgetWatcher is an Observer that also exports the peek budget
+// (lib/metrics).
+type budgetWatcher interface {
+	WatchPeekBudget(used, limit func() int64)
+}
