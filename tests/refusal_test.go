@@ -265,3 +265,39 @@ func TestRefusalPeekBudget(t *testing.T) {
 	t.Logf("-peek-budget 2M: 60 clients stalled 1 KiB short of a %s hello: %d held, %d refused with internal_error; RSS %d KiB idle, %d KiB with the budget spent",
 		kib(len(big)), len(held), refused, idle, spent)
 }
+
+// TestRefusalBackendSilent: a connection whose backend never sends a
+// byte (here openssl s_server, which does not expect the PROXY header it
+// is sent, takes it for garbage and closes without a word) is logged as
+// outcome=no_answer at warning level and counted as such, not as ok with
+// down=0.
+func TestRefusalBackendSilent(t *testing.T) {
+	need(t, "openssl")
+	dir := shortSocketDir(t)
+	opensslServer(t, filepath.Join(dir, "silent.test")) // no PROXY header expected
+	unixBackend(t, dir, "ok.example.test", true)
+	s := startSnilisten(t, "-unix-directory", dir, "-proxy-proto", "-metrics-listen", "127.0.0.1:0")
+	m := metricsAddr(t, s.Proc)
+	if c, err := tlsDial(t, s.Addr, "silent.test"); err == nil {
+		c.Close()
+		t.Fatalf("silent.test answered a handshake")
+	}
+	if _, err := httpsGet(t, s.Addr, "ok.example.test", "/"); err != nil {
+		t.Fatalf("ok.example.test: %v", err)
+	}
+	waitLog(t, s.Proc, "sni=silent.test", "outcome=")
+	waitLog(t, s.Proc, "sni=ok.example.test", "outcome=")
+	line := logLines(s.Proc, "sni=silent.test")[0]
+	if !strings.Contains(line, "outcome=no_answer") || !strings.Contains(line, "down=0") || !strings.Contains(line, "level=WARN") {
+		t.Errorf("silent backend logged as: %s\nwant level=WARN, down=0, outcome=no_answer", line)
+	}
+	if l := logLines(s.Proc, "sni=ok.example.test")[0]; !strings.Contains(l, "outcome=ok") {
+		t.Errorf("answering backend logged as: %s", l)
+	}
+	for outcome, want := range map[string]float64{"no_answer": 1, "ok": 1} {
+		if got := metricValue(t, m, "snilisten_connections_finished_total", `outcome="`+outcome+`"`); got != want {
+			t.Errorf("snilisten_connections_finished_total{outcome=%q} = %v, want %v", outcome, got, want)
+		}
+	}
+	t.Logf("silent backend: %s", line)
+}

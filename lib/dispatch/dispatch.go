@@ -112,6 +112,7 @@ type Outcome string
 // Outcomes, in the order a connection can meet them.
 const (
 	OutcomeOK           Outcome = "ok"
+	OutcomeNoAnswer     Outcome = "no_answer"     // relayed, and the backend never sent a byte
 	OutcomeHandoff      Outcome = "handoff"       // the socket itself passed to the backend
 	OutcomeClientClosed Outcome = "client_closed" // closed before a whole hello
 	OutcomePeekTimeout  Outcome = "peek_timeout"
@@ -135,7 +136,7 @@ func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
 		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck,
-		OutcomePeekBudget}
+		OutcomeNoAnswer, OutcomePeekBudget}
 }
 
 // Server dispatches connections from any number of listeners.
@@ -648,11 +649,12 @@ func (s *Server) appendProxyHeaderFD(out []byte, fd int, r *record, name string)
 func (s *Server) relayDone(r *record) func(relay.Stats, error) {
 	return func(stats relay.Stats, err error) {
 		r.stats = stats
+		outcome, err := answered(relayOutcome(err), err, r)
 		if s.cfg.Quiet {
-			s.finish(r, relayOutcome(err), err)
+			s.finish(r, outcome, err)
 			return
 		}
-		go s.finish(r, relayOutcome(err), err)
+		go s.finish(r, outcome, err)
 	}
 }
 
@@ -1045,7 +1047,7 @@ func (s *Server) log(r *record) {
 	level := slog.LevelInfo
 	if r.err != nil {
 		attrs = append(attrs, slog.String("error", r.err.Error()))
-		if r.outcome == OutcomeBackendError || r.outcome == OutcomeRelayError {
+		if r.outcome == OutcomeBackendError || r.outcome == OutcomeRelayError || r.outcome == OutcomeNoAnswer {
 			level = slog.LevelWarn
 		}
 	}

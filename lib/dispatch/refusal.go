@@ -1,6 +1,8 @@
 package dispatch
 
 import (
+	"fmt"
+
 	"github.com/snitools/snitools/lib/peek"
 )
 
@@ -33,4 +35,17 @@ func newPeekBudget(limit int64, o Observer) *peek.Budget {
 // (lib/metrics).
 type budgetWatcher interface {
 	WatchPeekBudget(used, limit func() int64)
+}
+
+// answered tells apart a relay that ended without error but whose backend
+// never sent a byte: a backend that closed at once (one that does not
+// expect the PROXY header it was sent, or that refuses the client
+// silently) would otherwise be logged as ok, down=0. A client that gives
+// up before a slow backend's first byte looks the same: the outcome says
+// that the client got nothing, not whose fault it was.
+func answered(outcome Outcome, err error, r *record) (Outcome, error) {
+	if outcome != OutcomeOK || r.stats.Down > 0 {
+		return outcome, err
+	}
+	return OutcomeNoAnswer, fmt.Errorf("backend %s sent nothing: %d bytes up, 0 down", r.backend, r.stats.Up)
 }
