@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -300,4 +301,16 @@ func TestRefusalBackendSilent(t *testing.T) {
 		}
 	}
 	t.Logf("silent backend: %s", line)
+}
+
+// TestRefusalPeekBudgetUsage: -peek-budget is checked before anything
+// starts.
+func TestRefusalPeekBudgetUsage(t *testing.T) {
+	for _, v := range []string{"1K", "lots", "-1", "64k"} {
+		cmd := exec.Command(bin(t, "snilisten"), "-listen", "tcp:127.0.0.1:0", "-peek-budget", v)
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "-peek-budget") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Errorf("snilisten -peek-budget %s: exit %d (%v), want 2 and one line naming -peek-budget:\n%s", v, code, err, out)
+		}
+	}
 }

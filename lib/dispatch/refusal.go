@@ -7,9 +7,9 @@ import (
 )
 
 // DefaultPeekBudget is the memory all peek buffers may take together
-// beyond the first PeekFree bytes of each: room for 256 connections
-// stalled one byte short of the largest hello (about 256 KiB of records
-// each), whatever -max-conns allows.
+// beyond the first PeekFree bytes of each: room for about 270 connections
+// stalled one byte short of the largest hello (a 256 KiB buffer each, 240
+// KiB of it counted), whatever -max-conns allows.
 const DefaultPeekBudget = 64 << 20
 
 // PeekFree is the part of each peek buffer not counted in the budget: a
