@@ -43,10 +43,10 @@ type Verdict struct {
 //   - a record longer than 2^14 bytes: record_overflow;
 //   - a hello longer than the limit: illegal_parameter, as OpenSSL;
 //   - anything else malformed: decode_error;
-//   - not TLS at all (HTTP, garbage, SSLv2), a client that closed, or a
-//     peek timeout: no alert. A server closes quietly on the first two,
-//     and a timeout ends a handshake without an alert in OpenSSL, Go and
-//     nginx alike;
+//   - not TLS at all (HTTP, garbage, a true SSLv2 hello), a client that
+//     closed, or a peek timeout: no alert. A server closes quietly on the
+//     first two, and a timeout ends a handshake without an alert in
+//     OpenSSL, Go and nginx alike;
 //   - the peek memory budget spent: internal_error, what a server out
 //     of memory sends.
 func PeekVerdict(err error) Verdict {
