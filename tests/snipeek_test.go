@@ -277,8 +277,8 @@ func TestSnipeekDispatch(t *testing.T) {
 			}
 			waitFor(t, 10*time.Second, "snipeek's log lines", func() bool {
 				o := p.Output()
-				return strings.Contains(o, `reason="no server name"`) && strings.Contains(o, `reason="invalid server name"`) &&
-					strings.Contains(o, `reason="not TLS"`)
+				return strings.Contains(o, `reason=no_sni`) && strings.Contains(o, `reason=invalid_name`) &&
+					strings.Contains(o, `reason=not_tls`)
 			})
 		})
 	}
@@ -365,9 +365,10 @@ head -c 5 | od -An -tx1
 }
 
 // TestSnipeekTimeoutAndDefault: a client that sends part of a hello and
-// stalls gets handshake_failure when -timeout passes, one that sends
-// nothing is closed; with -default-hostname a hello without a name is
-// served by the default.
+// stalls is closed without an alert when -timeout passes (as snilisten and
+// TLS servers do), its bytes read so that it sees a clean close, not a
+// reset; one that sends nothing is closed; with -default-hostname a hello
+// without a name is served by the default.
 func TestSnipeekTimeoutAndDefault(t *testing.T) {
 	dir := spBackends(t)
 	addr, p := spActivate(t, nil, []string{"DIR=" + dir}, "-timeout", "300ms", "-default-hostname", "B.example.test", "sh", "-c", spDispatch)
@@ -380,8 +381,8 @@ func TestSnipeekTimeoutAndDefault(t *testing.T) {
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	c.Write([]byte{22, 3, 1, 2, 0, 1, 0, 1})
 	got, err := io.ReadAll(c)
-	if err != nil || !bytes.Equal(got, []byte{21, 3, 3, 0, 2, 2, 40}) {
-		t.Errorf("stalled hello: got % x, %v; want a handshake_failure alert and EOF", got, err)
+	if err != nil || len(got) != 0 {
+		t.Errorf("stalled hello: got % x, %v; want EOF", got, err)
 	}
 
 	c2, err := net.DialTimeout("tcp", addr, 10*time.Second)
@@ -409,8 +410,8 @@ func TestSnipeekTimeoutAndDefault(t *testing.T) {
 	if !strings.Contains(string(body), "backend=b.example.test\n") {
 		t.Errorf("no SNI with -default-hostname B.example.test: got\n%s", body)
 	}
-	if !strings.Contains(p.Output(), `reason=timeout`) {
-		waitFor(t, 10*time.Second, "the timeout log line", func() bool { return strings.Contains(p.Output(), "reason=timeout") })
+	if !strings.Contains(p.Output(), `reason=peek_timeout`) {
+		waitFor(t, 10*time.Second, "the timeout log line", func() bool { return strings.Contains(p.Output(), "reason=peek_timeout") })
 	}
 }
 

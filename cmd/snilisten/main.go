@@ -70,6 +70,8 @@ func run() int {
 		quiet           = fs.Bool("q", false, "do not log connections")
 	)
 	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
+	peekBudget := cli.Size(dispatch.DefaultPeekBudget)
+	fs.Var(&peekBudget, "peek-budget", "`SIZE` of memory all ClientHello peek buffers may take together beyond 16K each; a hello that needs more is refused (K, M, G suffixes)")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
 	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket name, or address in tcp modes)")
 	fs.Var(allow, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
@@ -109,6 +111,9 @@ func run() int {
 		}
 		defName = n
 	}
+	if peekBudget < dispatch.PeekFree {
+		return usage("-peek-budget %v: want at least %d bytes", &peekBudget, dispatch.PeekFree)
+	}
 	if *maxConns < 0 {
 		return usage("-max-conns %d: must be 0 or more", *maxConns)
 	}
@@ -138,6 +143,7 @@ func run() int {
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
 		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: fronts,
+		PeekBudget: int64(peekBudget),
 	}
 	cfg.Outgoing = outgoing
 	if *metricsListen != "" {

@@ -11,7 +11,10 @@ type Alert uint8
 
 // Alerts a dispatcher sends before any server has seen the hello.
 const (
+	AlertUnexpectedMessage Alert = 10
+	AlertRecordOverflow    Alert = 22
 	AlertHandshakeFailure  Alert = 40
+	AlertIllegalParameter  Alert = 47
 	AlertDecodeError       Alert = 50
 	AlertProtocolVersion   Alert = 70
 	AlertInternalError     Alert = 80
@@ -24,6 +27,12 @@ const (
 // String returns the alert's name as in the RFC.
 func (a Alert) String() string {
 	switch a {
+	case AlertUnexpectedMessage:
+		return "unexpected_message"
+	case AlertRecordOverflow:
+		return "record_overflow"
+	case AlertIllegalParameter:
+		return "illegal_parameter"
 	case AlertHandshakeFailure:
 		return "handshake_failure"
 	case AlertDecodeError:

@@ -17,11 +17,18 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// DefaultLimit is the largest ClientHello handshake message accepted unless
-// the caller asks otherwise. It matches crypto/tls's own limit (64 KiB):
-// post-quantum key shares make hellos of 1.5–2 KiB common, but nothing
-// legitimate comes near it.
-const DefaultLimit = 64 << 10
+// DefaultLimit is the largest ClientHello handshake message (its body,
+// after the 4-byte header) accepted unless the caller asks otherwise: the
+// largest its fields can make it (version 2, random 32, session ID 1+32,
+// cipher suites 2+65534, compression methods 1+255, extensions 2+65535
+// bytes), which is also OpenSSL's limit (CLIENT_HELLO_MAX_LENGTH). A proxy
+// must not refuse what the server behind it would accept: crypto/tls's
+// own limit (64 KiB) refuses legal hellos, such as one whose padding fills
+// the extensions block and which offers a few more cipher suites.
+// Post-quantum key shares make hellos of 1.5–2 KiB common; the memory of
+// the rare large one is bounded per process (lib/peek's Budget), not by
+// refusing it.
+const DefaultLimit = 131396
 
 // Errors returned by Parse and Peek. Each is wrapped with detail; test with
 // errors.Is.
@@ -36,24 +43,34 @@ var (
 	// ErrMalformed means the bytes are TLS records but not a well-formed
 	// ClientHello.
 	ErrMalformed = errors.New("malformed ClientHello")
+	// ErrUnexpectedMessage (an ErrMalformed) means a record other than a
+	// handshake record (ChangeCipherSpec, alert, application data) came
+	// before the hello was whole, or the first handshake message is not a
+	// ClientHello: the TLS answer is unexpected_message.
+	ErrUnexpectedMessage = fmt.Errorf("%w: unexpected message", ErrMalformed)
+	// ErrRecordOverflow (an ErrMalformed) means a record of the hello is
+	// longer than 2^14 bytes: the TLS answer is record_overflow.
+	ErrRecordOverflow = fmt.Errorf("%w: record overflow", ErrMalformed)
 	// ErrTooLarge means the hello is longer than the limit.
 	ErrTooLarge = errors.New("ClientHello too large")
 )
 
 // TLS wire constants (RFC 8446).
 const (
-	recordTypeHandshake   = 22
-	recordHeaderLen       = 5
-	maxPlaintext          = 16384 // largest record payload
-	maxEmptyRecords       = 16    // as crypto/tls, tolerate a few empty records
-	handshakeHeaderLen    = 4
-	typeClientHello       = 1
-	extServerName         = 0
-	extALPN               = 16
-	extSupportedVersions  = 43
-	extEncryptedHello     = 0xfe0d
-	sniHostName           = 0
-	smallExtensionsLength = 32 // extensions tracked without allocation for duplicate checks
+	recordTypeHandshake        = 22
+	recordTypeChangeCipherSpec = 20
+	recordTypeApplicationData  = 23
+	recordHeaderLen            = 5
+	maxPlaintext               = 16384 // largest record payload
+	maxEmptyRecords            = 16    // as crypto/tls, tolerate a few empty records
+	handshakeHeaderLen         = 4
+	typeClientHello            = 1
+	extServerName              = 0
+	extALPN                    = 16
+	extSupportedVersions       = 43
+	extEncryptedHello          = 0xfe0d
+	sniHostName                = 0
+	smallExtensionsLength      = 32 // extensions tracked without allocation for duplicate checks
 )
 
 // Info is what a ClientHello says. Its accessors read from the bytes that
@@ -69,6 +86,10 @@ type Info struct {
 	// ECH reports whether an encrypted_client_hello extension is present:
 	// the server name is then the public (outer) name.
 	ECH bool
+	// SSLv2 reports an SSLv2-compatible ClientHello (RFC 5246, appendix
+	// E.2): a client offering TLS in the old format, which carries no
+	// extensions and so no server name.
+	SSLv2 bool
 
 	serverName   []byte // host_name as sent, nil if absent
 	alpn         []byte // protocol_name_list contents, nil if absent
@@ -188,7 +209,8 @@ func VersionName(v uint16) string {
 }
 
 // Parse parses a ClientHello from b, the bytes a client sent, starting at
-// the first TLS record header. It accepts hellos up to DefaultLimit.
+// the first TLS record header (or an SSLv2-compatible hello, see
+// Info.SSLv2). It accepts hellos up to DefaultLimit.
 func Parse(b []byte) (Info, error) { return ParseLimit(b, DefaultLimit) }
 
 // ParseLimit is Parse with a limit on the handshake message's length.
@@ -196,9 +218,13 @@ func Parse(b []byte) (Info, error) { return ParseLimit(b, DefaultLimit) }
 // It returns an error wrapping ErrIncomplete when b is a valid but proper
 // prefix of a hello (read more and call again), ErrNotTLS when b does not
 // begin with a TLS handshake record, ErrTooLarge when the hello is longer
-// than limit, and ErrMalformed for anything else that is wrong. The hello
+// than limit, ErrUnexpectedMessage or ErrRecordOverflow for those TLS
+// errors, and ErrMalformed for anything else that is wrong. The hello
 // may be split over any number of records, down to one byte each.
 func ParseLimit(b []byte, limit int) (Info, error) {
+	if isSSLv2Hello(b) {
+		return parseSSLv2(b, limit)
+	}
 	msg, consumed, records, err := handshakeMessage(b, limit)
 	if err != nil {
 		return Info{}, err
@@ -226,11 +252,11 @@ func handshakeMessage(b []byte, limit int) (msg []byte, consumed, records int, e
 		n := int(b[off+3])<<8 | int(b[off+4])
 		switch {
 		case typ != recordTypeHandshake:
-			return nil, 0, 0, fmt.Errorf("%w: record type %d at offset %d inside the hello", ErrMalformed, typ, off)
+			return nil, 0, 0, fmt.Errorf("%w: record type %d at offset %d inside the hello", ErrUnexpectedMessage, typ, off)
 		case vers >= 0x1000:
 			return nil, 0, 0, fmt.Errorf("%w: record version 0x%04x at offset %d", ErrMalformed, vers, off)
 		case n > maxPlaintext:
-			return nil, 0, 0, fmt.Errorf("%w: record of %d bytes at offset %d exceeds %d", ErrMalformed, n, off, maxPlaintext)
+			return nil, 0, 0, fmt.Errorf("%w: record of %d bytes at offset %d exceeds %d", ErrRecordOverflow, n, off, maxPlaintext)
 		case n == 0:
 			if empty++; empty > maxEmptyRecords {
 				return nil, 0, 0, fmt.Errorf("%w: more than %d empty records", ErrMalformed, maxEmptyRecords)
@@ -284,8 +310,17 @@ func sniff(b []byte) error {
 	switch c := b[0]; {
 	case c == recordTypeHandshake:
 		return nil
+	case c == recordTypeChangeCipherSpec || c == recordTypeAlert || c == recordTypeApplicationData:
+		// A TLS record, but not the handshake that must come first.
+		if len(b) < 2 {
+			return fmt.Errorf("%w: 1 byte of a record", ErrIncomplete)
+		}
+		if b[1] == 3 {
+			return fmt.Errorf("%w: record type %d before any ClientHello", ErrUnexpectedMessage, c)
+		}
+		return fmt.Errorf("%w: first byte 0x%02x, then 0x%02x: not a TLS record", ErrNotTLS, c, b[1])
 	case c&0x80 != 0 && len(b) >= 3 && b[2] == 1:
-		return fmt.Errorf("%w: an SSLv2-compatible ClientHello (SSLv2 is not supported)", ErrNotTLS)
+		return fmt.Errorf("%w: an SSLv2 ClientHello (SSLv2 is not supported)", ErrNotTLS)
 	case 'A' <= c && c <= 'Z':
 		return fmt.Errorf("%w: looks like plain text (%q), e.g. HTTP", ErrNotTLS, printable(b, 16))
 	default:
@@ -311,7 +346,7 @@ func printable(b []byte, n int) string {
 // the length of the whole message, header included.
 func messageLength(b []byte, limit int) (int, error) {
 	if b[0] != typeClientHello {
-		return 0, fmt.Errorf("%w: handshake message type %d, not ClientHello", ErrMalformed, b[0])
+		return 0, fmt.Errorf("%w: handshake message type %d, not ClientHello", ErrUnexpectedMessage, b[0])
 	}
 	n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
 	if n > limit {
@@ -401,7 +436,9 @@ func duplicate(typ uint16, count int, small *[smallExtensionsLength]uint16, many
 
 // parseServerName parses the server_name extension (RFC 6066, section 3).
 // Entries of unknown name types are skipped, as crypto/tls does; a second
-// host_name entry is an error.
+// host_name entry is an error. An empty host name is returned as such
+// (empty, not nil): OpenSSL accepts it, crypto/tls does not, and what it
+// means is for the caller to decide.
 func parseServerName(body cryptobyte.String) ([]byte, error) {
 	var list cryptobyte.String
 	if !body.ReadUint16LengthPrefixed(&list) || list.Empty() || !body.Empty() {
@@ -411,7 +448,7 @@ func parseServerName(body cryptobyte.String) ([]byte, error) {
 	for !list.Empty() {
 		var typ uint8
 		var entry cryptobyte.String
-		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&entry) || entry.Empty() {
+		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&entry) {
 			return nil, fmt.Errorf("%w: bad server_name entry", ErrMalformed)
 		}
 		if typ != sniHostName {
@@ -420,7 +457,7 @@ func parseServerName(body cryptobyte.String) ([]byte, error) {
 		if name != nil {
 			return nil, fmt.Errorf("%w: two host names in server_name", ErrMalformed)
 		}
-		name = entry
+		name = entry[:len(entry):len(entry)] // not nil when empty
 	}
 	return name, nil
 }

@@ -413,13 +413,17 @@ func TestNotAHello(t *testing.T) {
 		{"garbage", []byte{0x00, 0xff, 0x13, 0x37}, ErrNotTLS},
 		{"PROXY header", []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), ErrNotTLS},
 		{"SSH", []byte("SSH-2.0-OpenSSH_9.2\r\n"), ErrNotTLS},
-		{"application data record", []byte{23, 3, 3, 0, 5, 1, 2, 3, 4, 5}, ErrNotTLS},
-		{"alert record", []byte{21, 3, 3, 0, 2, 2, 40}, ErrNotTLS},
+		{"application data record", []byte{23, 3, 3, 0, 5, 1, 2, 3, 4, 5}, ErrUnexpectedMessage},
+		{"alert record", []byte{21, 3, 3, 0, 2, 2, 40}, ErrUnexpectedMessage},
+		{"ChangeCipherSpec record", []byte{20, 3, 3, 0, 1, 1}, ErrUnexpectedMessage},
+		{"alert type, not a record", []byte{21, 0x42, 0x42}, ErrNotTLS},
+		{"true SSLv2", []byte{0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10}, ErrNotTLS},
 		{"record version 0x1603", []byte{22, 0x16, 0x03, 0, 4, 1, 0, 0, 0}, ErrMalformed},
-		{"oversized record", []byte{22, 3, 1, 0x40, 0x01}, ErrMalformed},
-		{"ServerHello", record([]byte{2, 0, 0, 2, 3, 3}), ErrMalformed},
-		{"second record not handshake", append(record(long[:10])[:15:15], 23, 3, 3, 0, 1, 0), ErrMalformed},
-		{"too large", record([]byte{1, 0x01, 0x00, 0x01}), ErrTooLarge},
+		{"oversized record", []byte{22, 3, 1, 0x40, 0x01}, ErrRecordOverflow},
+		{"ServerHello", record([]byte{2, 0, 0, 2, 3, 3}), ErrUnexpectedMessage},
+		{"second record not handshake", append(record(long[:10])[:15:15], 23, 3, 3, 0, 1, 0), ErrUnexpectedMessage},
+		{"ChangeCipherSpec inside", append(record(long[:10])[:15:15], 20, 3, 3, 0, 1, 1), ErrUnexpectedMessage},
+		{"too large", record([]byte{1, 0x02, 0x10, 0x00}), ErrTooLarge},
 		{"too large reassembled", append([]byte{22, 3, 1, 0, 2, 1, 0x7f}, 22, 3, 1, 0, 2, 0xff, 0xff), ErrTooLarge},
 		{"truncated fixed fields", record([]byte{1, 0, 0, 2, 3, 3}), ErrMalformed},
 		{"session ID over 32", record(func() []byte {
@@ -455,7 +459,6 @@ func TestNotAHello(t *testing.T) {
 		{"duplicate ALPN extension", hello(ext{extALPN, alpn("h2")}, ext{extALPN, alpn("h2")}), ErrMalformed},
 		{"two host names", hello(ext{extServerName, sni(0, "a.example.test", 0, "b.example.test")}), ErrMalformed},
 		{"same host name twice", hello(ext{extServerName, sni(0, "a.example.test", 0, "a.example.test")}), ErrMalformed},
-		{"empty host name", hello(ext{extServerName, sni(0, "")}), ErrMalformed},
 		{"empty server_name list", hello(ext{extServerName, sni()}), ErrMalformed},
 		{"empty server_name body", hello(ext{extServerName, nil}), ErrMalformed},
 		{"server_name trailing byte", hello(ext{extServerName, append(sni(0, "a.example.test"), 0)}), ErrMalformed},
@@ -472,8 +475,8 @@ func TestNotAHello(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
-			for _, other := range []error{ErrIncomplete, ErrNotTLS, ErrMalformed, ErrTooLarge} {
-				if other != tt.want && errors.Is(err, other) {
+			for _, other := range []error{ErrIncomplete, ErrNotTLS, ErrMalformed, ErrTooLarge, ErrUnexpectedMessage, ErrRecordOverflow} {
+				if other != tt.want && errors.Is(err, other) && !(other == ErrMalformed && errors.Is(tt.want, ErrMalformed)) {
 					t.Errorf("err = %v is also %v", err, other)
 				}
 			}

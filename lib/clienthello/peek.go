@@ -31,11 +31,19 @@ func wireLimit(limit int) int { return 2*limit + 1024 }
 // or io.EOF if it sent nothing; a reset gives the socket's error
 // (syscall.ECONNRESET).
 func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
+	return PeekBudget(c, buf, limit, nil)
+}
+
+// PeekBudget is Peek with the buffer's growth drawn from budget (none if
+// nil): when the budget cannot cover it, the error wraps peek.ErrBudget.
+func PeekBudget(c syscall.Conn, buf []byte, limit int, budget *peek.Budget) (Info, []byte, error) {
 	h := &helloPeek{limit: limit}
-	b, err := peek.Until(c, buf, wireLimit(limit), h.enough)
+	b, err := budget.Until(c, buf, wireLimit(limit), h.enough)
 	switch {
 	case err == nil:
 		return h.info, b, h.parsed
+	case errors.Is(err, peek.ErrBudget):
+		return Info{}, b, err
 	case errors.Is(err, peek.ErrFull):
 		return Info{}, b, fmt.Errorf("%w: more than %d bytes of records", ErrTooLarge, len(b))
 	case err == io.EOF:

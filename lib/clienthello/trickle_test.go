@@ -34,7 +34,7 @@ func TestPeekWaitsWithoutReparsing(t *testing.T) {
 		in   []byte
 		want error
 	}{
-		{"too large", []byte{22, 3, 1, 0, 4, 1, 1, 0, 1}, ErrTooLarge},
+		{"too large", []byte{22, 3, 1, 0, 4, 1, 2, 0x10, 0}, ErrTooLarge},
 		{"not a hello", []byte{22, 3, 1, 0, 4, 2, 0, 0, 10}, ErrMalformed},
 		{"a record of another type", append(wire[:len(wire)/2:len(wire)/2], 23, 3, 3, 0, 1), ErrMalformed},
 		{"too many empty records", append(wire[:30:30], []byte{22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0, 22, 3, 1, 0, 0}...), ErrMalformed},

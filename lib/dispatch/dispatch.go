@@ -43,6 +43,7 @@ import (
 	"github.com/snitools/snitools/lib/handoff"
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/listener"
+	"github.com/snitools/snitools/lib/peek"
 	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/rawsys"
 	"github.com/snitools/snitools/lib/relay"
@@ -69,6 +70,9 @@ type Config struct {
 	// HelloLimit bounds the ClientHello's size (clienthello.DefaultLimit
 	// if 0).
 	HelloLimit int
+	// PeekBudget bounds the memory of all peek buffers together, beyond
+	// the first PeekFree bytes of each (DefaultPeekBudget if 0).
+	PeekBudget int64
 	// Log receives one line per connection, and warnings.
 	Log *slog.Logger
 	// Quiet leaves out the per-connection lines.
@@ -112,9 +116,11 @@ type Outcome string
 // Outcomes, in the order a connection can meet them.
 const (
 	OutcomeOK           Outcome = "ok"
+	OutcomeNoAnswer     Outcome = "no_answer"     // relayed, and the backend never sent a byte
 	OutcomeHandoff      Outcome = "handoff"       // the socket itself passed to the backend
 	OutcomeClientClosed Outcome = "client_closed" // closed before a whole hello
 	OutcomePeekTimeout  Outcome = "peek_timeout"
+	OutcomePeekBudget   Outcome = "peek_budget" // the peek buffers' memory budget was spent
 	OutcomeNotTLS       Outcome = "not_tls"
 	OutcomeBadHello     Outcome = "bad_hello"
 	OutcomeNoSNI        Outcome = "no_sni"
@@ -134,7 +140,7 @@ func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
 		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck,
-		OutcomeLoop}
+		OutcomeLoop, OutcomeNoAnswer, OutcomePeekBudget}
 }
 
 // Server dispatches connections from any number of listeners.
@@ -156,6 +162,9 @@ type Server struct {
 	// goroutine (tcp, nat46).
 	fdDialer     backend.FDDialer
 	connFDDialer backend.ConnFDDialer
+
+	// peekBudget bounds the general path's peek buffers together.
+	peekBudget *peek.Budget
 }
 
 // fdReserve is how many descriptors the accept loop leaves unused even
@@ -187,6 +196,7 @@ func New(cfg Config) (*Server, error) {
 	s.fdDialer, _ = cfg.Dialer.(backend.FDDialer)
 	s.connFDDialer, _ = cfg.Dialer.(backend.ConnFDDialer)
 	s.peekBufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	s.peekBudget = newPeekBudget(cfg.PeekBudget, cfg.Observer)
 	s.ctx, s.cut = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -421,9 +431,12 @@ func (s *Server) dispatchNow(fd int, r *record) (done bool, exhausted error) {
 	if err != nil {
 		return false, nil
 	}
+	// What clienthello.Route accepts without a second look; the rest (a
+	// refusal, an invalid name routed by -default-hostname and logged as
+	// sent) takes the general path.
 	name := s.cfg.DefaultHostname
-	if info.HasServerName() {
-		if name, err = hostname.Canonical(info.ServerName()); err != nil {
+	if raw := info.ServerName(); raw != "" {
+		if name, err = hostname.Canonical(raw); err != nil {
 			return false, nil
 		}
 	} else if name == "" {
@@ -648,11 +661,12 @@ func (s *Server) appendProxyHeaderFD(out []byte, fd int, r *record, name string)
 func (s *Server) relayDone(r *record) func(relay.Stats, error) {
 	return func(stats relay.Stats, err error) {
 		r.stats = stats
+		outcome, err := answered(relayOutcome(err), err, r)
 		if s.cfg.Quiet {
-			s.finish(r, relayOutcome(err), err)
+			s.finish(r, outcome, err)
 			return
 		}
-		go s.finish(r, relayOutcome(err), err)
+		go s.finish(r, outcome, err)
 	}
 }
 
@@ -953,43 +967,32 @@ func (s *Server) peekName(c net.Conn, r *record) (name string, alpn []string, he
 		c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
 	}
 	bufp := s.peekBufs.Get().(*[]byte)
-	info, buf, err := clienthello.Peek(sc, (*bufp)[:0], s.cfg.HelloLimit)
+	info, buf, err := clienthello.PeekBudget(sc, (*bufp)[:0], s.cfg.HelloLimit, s.peekBudget)
 	defer func() {
 		if cap(buf) <= 64<<10 {
 			*bufp = buf[:0]
 			s.peekBufs.Put(bufp)
 		}
 	}()
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "", nil, 0, OutcomePeekTimeout, err
-	case errors.Is(err, clienthello.ErrNotTLS):
-		return "", nil, 0, OutcomeNotTLS, err
-	case errors.Is(err, clienthello.ErrMalformed), errors.Is(err, clienthello.ErrTooLarge):
-		s.refuse(c, 0, clienthello.AlertDecodeError)
-		return "", nil, 0, OutcomeBadHello, err
-	default:
-		return "", nil, 0, OutcomeClientClosed, err
+	if err != nil {
+		// Each case answered as a TLS server would (lib/clienthello).
+		v := clienthello.PeekVerdict(err)
+		s.refuse(c, len(buf), v.Alert)
+		return "", nil, 0, Outcome(v.Outcome), err
 	}
 	// With Encrypted Client Hello the name seen here is the outer, public
 	// name of the ECH configuration: routing by it is exactly right.
-	if !info.HasServerName() {
-		if s.cfg.DefaultHostname == "" {
-			s.refuse(c, info.Length, clienthello.AlertUnrecognizedName)
-			return "", nil, 0, OutcomeNoSNI, errors.New("no server name in ClientHello and no -default-hostname")
-		}
-		r.sni = s.cfg.DefaultHostname
-		return s.cfg.DefaultHostname, info.ALPN(), info.Length, OutcomeOK, nil
-	}
-	raw := info.ServerName()
-	name, err = hostname.Canonical(raw)
-	if err != nil {
-		r.sni = truncate(raw, 255)
-		s.refuse(c, info.Length, clienthello.AlertUnrecognizedName)
-		return "", nil, 0, OutcomeInvalidName, err
-	}
+	name, v, err := clienthello.Route(&info, s.cfg.DefaultHostname)
 	r.sni = name
+	if raw := info.ServerName(); raw != "" && (err != nil || name == s.cfg.DefaultHostname) {
+		if _, cerr := hostname.Canonical(raw); cerr != nil {
+			r.sni = truncate(raw, 255) // invalid: refused, or routed by -default-hostname
+		}
+	}
+	if err != nil {
+		s.refuse(c, info.Length, v.Alert)
+		return "", nil, 0, Outcome(v.Outcome), err
+	}
 	return name, info.ALPN(), info.Length, OutcomeOK, nil
 }
 
@@ -1032,33 +1035,13 @@ func (s *Server) proxyHeader(r *record, name string) (*proxyproto.Header, error)
 	return h, nil
 }
 
-// refuse tells a TLS client why it is not served. It first consumes the
-// hello it peeked (helloLen bytes), so that closing does not turn into a
-// reset that could destroy the alert before the client reads it, then
-// sends the alert, half-closes and waits briefly for the client to close.
+// refuse tells a TLS client why it is not served (clienthello.Refuse): it
+// first consumes the hello it peeked (helloLen bytes), so that closing does
+// not turn into a reset that could destroy the alert before the client
+// reads it, then sends the alert (if any), half-closes and waits briefly
+// for the client to close.
 func (s *Server) refuse(c net.Conn, helloLen int, alert clienthello.Alert) {
-	c.SetDeadline(time.Now().Add(time.Second))
-	if helloLen > 0 {
-		discard(c, int64(helloLen))
-	}
-	if clienthello.WriteAlert(c, alert) != nil {
-		return
-	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	discard(c, 64<<10) // until the client closes, or the deadline
-}
-
-func discard(c net.Conn, n int64) {
-	var buf [2048]byte
-	for n > 0 {
-		m, err := c.Read(buf[:min(int64(len(buf)), n)])
-		n -= int64(m)
-		if err != nil {
-			return
-		}
-	}
+	clienthello.Refuse(c, helloLen, alert)
 }
 
 func (s *Server) log(r *record) {
@@ -1080,7 +1063,7 @@ func (s *Server) log(r *record) {
 	level := slog.LevelInfo
 	if r.err != nil {
 		attrs = append(attrs, slog.String("error", r.err.Error()))
-		if r.outcome == OutcomeBackendError || r.outcome == OutcomeRelayError {
+		if r.outcome == OutcomeBackendError || r.outcome == OutcomeRelayError || r.outcome == OutcomeNoAnswer {
 			level = slog.LevelWarn
 		}
 	}

@@ -44,6 +44,7 @@ type Dispatcher struct {
 	connect    prometheus.Histogram
 	duration   prometheus.Histogram
 	perBackend *prometheus.CounterVec // nil unless asked for
+	reg        prometheus.Registerer  // for gauges registered later (WatchPeekBudget)
 }
 
 // NewDispatcher registers snilisten's metrics with reg. With perBackend,
@@ -65,6 +66,7 @@ func NewDispatcher(reg prometheus.Registerer, perBackend bool) *Dispatcher {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "snilisten_connection_duration_seconds",
 			Help: "Time from accept to close.", Buckets: durationBuckets}),
 		finished: map[dispatch.Outcome]prometheus.Counter{},
+		reg:      reg,
 	}
 	finished := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snilisten_connections_finished_total",
 		Help: "Connections finished, by outcome."}, []string{"outcome"})

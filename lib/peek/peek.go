@@ -30,6 +30,11 @@ var ErrFull = errors.New("peek: buffer limit reached")
 // sent nothing, else io.ErrUnexpectedEOF; a reset gives the socket's error
 // (syscall.ECONNRESET).
 func Until(c syscall.Conn, buf []byte, max int, enough func(b []byte) bool) ([]byte, error) {
+	return until(c, buf, max, enough, &peeker{})
+}
+
+// until is Until with the peeker p, which may draw on a Budget.
+func until(c syscall.Conn, buf []byte, max int, enough func(b []byte) bool, p *peeker) ([]byte, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return buf[:0], fmt.Errorf("peek: %w", err)
@@ -39,7 +44,7 @@ func Until(c syscall.Conn, buf []byte, max int, enough func(b []byte) bool) ([]b
 	}
 	// The state lives in one struct so that the callback costs two
 	// allocations (the struct and the method value), not one per variable.
-	p := &peeker{buf: buf[:cap(buf)], max: max, enough: enough}
+	p.buf, p.max, p.enough = buf[:cap(buf)], max, enough
 	err = rc.Read(p.try)
 	b := p.buf[:p.n]
 	switch {
@@ -64,6 +69,30 @@ type peeker struct {
 	done   bool  // enough said so
 	err    error // recv error, or ErrFull
 	closed bool  // the peer can send no more bytes
+
+	budget  *Budget // what the buffer's growth is drawn from, if anything
+	charged int64   // bytes taken from budget
+	raised  bool    // the socket's receive buffer was made to hold max bytes
+}
+
+// surelyQueued is what a socket's default receive buffer holds unread:
+// with Linux's defaults (tcp_rmem 131072) about 96 KiB of a peer's bytes
+// wait in it before the window closes, and a peek for more would wait
+// until its deadline for bytes that cannot come.
+const surelyQueued = 64 << 10
+
+// raiseRcvbuf makes the receive buffer of the socket fd hold max bytes
+// unread (the kernel doubles the value for its own overhead, and caps it
+// at net.core.rmem_max), so that a peek of more than the default holds
+// can complete. It fixes the buffer's size for the rest of the
+// connection (no more autotuning), which is why it is done only for the
+// rare peek that needs it. It never lowers the buffer; a failure leaves
+// the peek to its deadline, as before.
+func raiseRcvbuf(fd uintptr, max int) {
+	if cur, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil && cur >= 2*max {
+		return
+	}
+	unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, max)
 }
 
 // try is the callback of syscall.RawConn.Read: it reports whether Until is
@@ -108,8 +137,21 @@ func (p *peeker) try(fd uintptr) bool {
 			p.err = fmt.Errorf("%w: %d bytes", ErrFull, len(p.buf))
 			return true
 		}
-		p.buf = append(p.buf, make([]byte, min(len(p.buf), p.max-len(p.buf)))...)
-		p.buf = p.buf[:cap(p.buf)]
+		grow := min(len(p.buf), p.max-len(p.buf))
+		if !p.raised && len(p.buf)+grow > surelyQueued {
+			p.raised = true
+			raiseRcvbuf(fd, p.max)
+		}
+		if p.budget != nil {
+			if err := p.budget.charge(&p.charged, len(p.buf)+grow); err != nil {
+				p.err = err
+				return true
+			}
+		}
+		// Exactly the size charged (append would round it up).
+		nb := make([]byte, len(p.buf)+grow)
+		copy(nb, p.buf[:p.n])
+		p.buf = nb
 	}
 }
 

@@ -71,3 +71,62 @@ func TestUntilEnds(t *testing.T) {
 		t.Errorf("over max: %d bytes, %v", len(b), err)
 	}
 }
+
+// TestBudget: peeks beyond the free part of their buffers draw on one
+// budget; one that would overdraw it fails at once with ErrBudget, and
+// what a peek held is returned when it ends.
+func TestBudget(t *testing.T) {
+	const free, limit = 4096, 3 * 8192
+	b := NewBudget(limit, free)
+	type result struct {
+		n   int
+		err error
+	}
+	var held []chan result
+	var clients []*net.TCPConn
+	for i := range 4 {
+		client, server := pair(t)
+		clients = append(clients, client)
+		client.Write(make([]byte, 12000)) // needs a buffer of 16384: 12288 counted
+		ch := make(chan result, 1)
+		go func() {
+			got, err := b.Until(server, make([]byte, 0, 1024), 1<<20, upTo(1<<20))
+			ch <- result{len(got), err}
+		}()
+		if i < 2 {
+			// Wait until this peek holds its share.
+			deadline := time.Now().Add(10 * time.Second)
+			for b.Used() < int64((i+1)*(16384-free)) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if b.Used() != int64((i+1)*(16384-free)) {
+				t.Fatalf("after %d peeks: %d bytes used, want %d", i+1, b.Used(), (i+1)*(16384-free))
+			}
+			held = append(held, ch)
+			continue
+		}
+		// Two peeks hold 24576 bytes: a third cannot grow beyond 8192.
+		r := <-ch
+		if !errors.Is(r.err, ErrBudget) {
+			t.Fatalf("peek %d: %d bytes, %v; want ErrBudget", i+1, r.n, r.err)
+		}
+	}
+	if b.Used() != 2*(16384-free) {
+		t.Errorf("refused peeks kept %d bytes of the budget", b.Used()-2*(16384-free))
+	}
+	for i, c := range clients[:2] {
+		c.Close()
+		if r := <-held[i]; r.err == nil {
+			t.Errorf("held peek %d: no error after its client closed", i)
+		}
+	}
+	if b.Used() != 0 {
+		t.Errorf("%d bytes still used after every peek ended", b.Used())
+	}
+	var nilBudget *Budget
+	client, server := pair(t)
+	client.Write([]byte("hello"))
+	if got, err := nilBudget.Until(server, nil, 100, upTo(5)); err != nil || string(got) != "hello" {
+		t.Errorf("nil budget: %q, %v", got, err)
+	}
+}

@@ -3,7 +3,6 @@ package peekexec
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/snitools/snitools/lib/clienthello"
-	"github.com/snitools/snitools/lib/hostname"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,7 +123,7 @@ type Decision struct {
 // Refusal is the error PeekFD returns for a connection it does not serve:
 // why, and which TLS alert (if any) the client was sent.
 type Refusal struct {
-	Reason string            // short, fixed: "no server name", "invalid server name", "timeout", ...
+	Reason string            // the outcome, as snilisten logs it: "no_sni", "invalid_name", "peek_timeout", ... (clienthello.Outcome*)
 	Alert  clienthello.Alert // 0 if none was sent
 	SNI    string            // the server name as sent, if any
 	Err    error             // the underlying error
@@ -166,11 +164,11 @@ func PeekFD(fd int, cfg Config) (Decision, error) {
 		c.SetReadDeadline(time.Now().Add(cfg.Timeout))
 	}
 	info, buf, err := clienthello.Peek(c.(syscall.Conn), nil, cfg.Limit)
-	d, ref := decide(&info, buf, err, cfg.DefaultHostname)
+	d, ref := decide(&info, err, cfg.DefaultHostname)
 	if ref == nil {
 		return d, nil
 	}
-	refuse(c, len(buf), ref.Alert)
+	clienthello.Refuse(c, len(buf), ref.Alert)
 	if cfg.Log != nil {
 		attrs := []any{"client", addrString(c.RemoteAddr()), "reason", ref.Reason}
 		if ref.SNI != "" {
@@ -207,40 +205,18 @@ func fileConn(fd int) (net.Conn, error) {
 }
 
 // decide maps the result of a peek to the decision, or to the refusal and
-// the alert that tells a TLS client why.
-func decide(info *clienthello.Info, peeked []byte, err error, defaultHost string) (Decision, *Refusal) {
-	spokeTLS := len(peeked) > 0 && peeked[0] == 22 // a handshake record
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		r := &Refusal{Reason: "timeout", Err: err}
-		if spokeTLS {
-			r.Alert = clienthello.AlertHandshakeFailure
-		}
-		return Decision{}, r
-	case errors.Is(err, clienthello.ErrNotTLS):
-		return Decision{}, &Refusal{Reason: "not TLS", Err: err}
-	case errors.Is(err, clienthello.ErrMalformed), errors.Is(err, clienthello.ErrTooLarge):
-		return Decision{}, &Refusal{Reason: "bad ClientHello", Alert: clienthello.AlertDecodeError, Err: err}
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return Decision{}, &Refusal{Reason: "client closed", Err: err}
-	default:
-		return Decision{}, &Refusal{Reason: "peek failed", Err: err}
-	}
-	d := Decision{ALPN: safeProtocols(info.ALPN())}
-	if !info.HasServerName() {
-		if defaultHost == "" {
-			return Decision{}, &Refusal{Reason: "no server name", Alert: clienthello.AlertUnrecognizedName}
-		}
-		d.Name = defaultHost
-		return d, nil
-	}
-	name, err := hostname.Canonical(info.ServerName())
+// the alert that tells a TLS client why: the same mapping as snilisten's
+// (clienthello.PeekVerdict and clienthello.Route).
+func decide(info *clienthello.Info, err error, defaultHost string) (Decision, *Refusal) {
 	if err != nil {
-		return Decision{}, &Refusal{Reason: "invalid server name", Alert: clienthello.AlertUnrecognizedName, SNI: info.ServerName(), Err: err}
+		v := clienthello.PeekVerdict(err)
+		return Decision{}, &Refusal{Reason: v.Outcome, Alert: v.Alert, Err: err}
 	}
-	d.Name = name
-	return d, nil
+	name, v, err := clienthello.Route(info, defaultHost)
+	if err != nil {
+		return Decision{}, &Refusal{Reason: v.Outcome, Alert: v.Alert, SNI: info.ServerName(), Err: err}
+	}
+	return Decision{Name: name, ALPN: safeProtocols(info.ALPN())}, nil
 }
 
 // safeProtocols keeps the protocols that can be passed in a comma-separated
@@ -256,22 +232,6 @@ func safeProtocols(protos []string) []string {
 		}
 	}
 	return safe
-}
-
-// refuse ends a connection that is not served. It first reads the bytes
-// it peeked, so that closing the socket sends FIN rather than a reset
-// that could destroy an alert before the client reads it, then sends the
-// alert, if any, and half-closes.
-func refuse(c net.Conn, peeked int, alert clienthello.Alert) {
-	c.SetDeadline(time.Now().Add(time.Second))
-	io.CopyN(io.Discard, c, int64(peeked))
-	if alert != 0 && clienthello.WriteAlert(c, alert) != nil {
-		return
-	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	io.CopyN(io.Discard, c, 64<<10) // until the client closes, or the deadline
 }
 
 func addrString(a net.Addr) string {

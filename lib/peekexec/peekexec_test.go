@@ -237,11 +237,9 @@ func TestDecide(t *testing.T) {
 		}
 		return info
 	}
-	tls := []byte{22, 3, 1}
 	tests := []struct {
 		name      string
 		info      clienthello.Info
-		peeked    []byte
 		err       error
 		def       string
 		wantName  string
@@ -251,23 +249,25 @@ func TestDecide(t *testing.T) {
 	}{
 		{name: "name", info: parse(hello(ptr("WWW.Example.Test."), "h2", "http/1.1")), wantName: "www.example.test", wantALPN: []string{"h2", "http/1.1"}},
 		{name: "unsafe protocols dropped", info: parse(hello(ptr("a.test"), "h2", "x,y", "nul\x00", "sp ace", "é", `q"`, "\xff", "-")), wantName: "a.test", wantALPN: []string{"h2", "-"}},
-		{name: "no name", info: parse(hello(nil)), wantAlert: clienthello.AlertUnrecognizedName, reason: "no server name"},
+		{name: "no name", info: parse(hello(nil)), wantAlert: clienthello.AlertUnrecognizedName, reason: "no_sni"},
 		{name: "no name, default", info: parse(hello(nil, "h2")), def: "default.test", wantName: "default.test", wantALPN: []string{"h2"}},
-		{name: "traversal", info: parse(hello(ptr("../etc"))), def: "default.test", wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid server name"},
-		{name: "IP literal", info: parse(hello(ptr("127.0.0.1"))), wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid server name"},
-		{name: "slash", info: parse(hello(ptr("a/b.test"))), wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid server name"},
-		{name: "timeout in TLS", peeked: tls, err: fmt.Errorf("peek: %w", os.ErrDeadlineExceeded), wantAlert: clienthello.AlertHandshakeFailure, reason: "timeout"},
-		{name: "timeout silent", err: fmt.Errorf("peek: %w", os.ErrDeadlineExceeded), reason: "timeout"},
-		{name: "timeout in HTTP", peeked: []byte("GET"), err: fmt.Errorf("peek: %w", os.ErrDeadlineExceeded), reason: "timeout"},
-		{name: "HTTP", peeked: []byte("GET"), err: fmt.Errorf("x: %w", clienthello.ErrNotTLS), reason: "not TLS"},
-		{name: "malformed", peeked: tls, err: fmt.Errorf("x: %w", clienthello.ErrMalformed), wantAlert: clienthello.AlertDecodeError, reason: "bad ClientHello"},
-		{name: "too large", peeked: tls, err: fmt.Errorf("x: %w", clienthello.ErrTooLarge), wantAlert: clienthello.AlertDecodeError, reason: "bad ClientHello"},
-		{name: "EOF", err: io.EOF, reason: "client closed"},
-		{name: "half", peeked: tls, err: fmt.Errorf("x: %w", io.ErrUnexpectedEOF), reason: "client closed"},
+		// Routed by -default-hostname as a TLS server would answer it
+		// with its default certificate; never a path.
+		{name: "traversal", info: parse(hello(ptr("../etc"))), def: "default.test", wantName: "default.test"},
+		{name: "traversal, no default", info: parse(hello(ptr("../etc"))), wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid_name"},
+		{name: "IP literal", info: parse(hello(ptr("127.0.0.1"))), wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid_name"},
+		{name: "slash", info: parse(hello(ptr("a/b.test"))), wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid_name"},
+		{name: "NUL, default", info: parse(hello(ptr("a.test\x00"))), def: "default.test", wantAlert: clienthello.AlertUnrecognizedName, reason: "invalid_name"},
+		{name: "timeout", err: fmt.Errorf("peek: %w", os.ErrDeadlineExceeded), reason: "peek_timeout"},
+		{name: "HTTP", err: fmt.Errorf("x: %w", clienthello.ErrNotTLS), reason: "not_tls"},
+		{name: "malformed", err: fmt.Errorf("x: %w", clienthello.ErrMalformed), wantAlert: clienthello.AlertDecodeError, reason: "bad_hello"},
+		{name: "too large", err: fmt.Errorf("x: %w", clienthello.ErrTooLarge), wantAlert: clienthello.AlertIllegalParameter, reason: "bad_hello"},
+		{name: "EOF", err: io.EOF, reason: "client_closed"},
+		{name: "half", err: fmt.Errorf("x: %w", io.ErrUnexpectedEOF), reason: "client_closed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, ref := decide(&tt.info, tt.peeked, tt.err, tt.def)
+			d, ref := decide(&tt.info, tt.err, tt.def)
 			if tt.reason != "" {
 				if ref == nil {
 					t.Fatalf("served as %q, want refused", d.Name)
@@ -413,12 +413,14 @@ func TestPeekFDRefuses(t *testing.T) {
 		want   []byte // what the client reads back before EOF
 		reason string
 	}{
-		{"no server name", hello(nil), false, []byte{21, 3, 3, 0, 2, 2, 112}, "no server name"},
-		{"invalid name", hello(ptr("a..b")), false, []byte{21, 3, 3, 0, 2, 2, 112}, "invalid server name"},
-		{"malformed", []byte{22, 3, 1, 0, 6, 2, 0, 0, 2, 3, 3}, false, []byte{21, 3, 3, 0, 2, 2, 50}, "bad ClientHello"},
-		{"HTTP", []byte("GET / HTTP/1.1\r\n\r\n"), false, nil, "not TLS"},
-		{"timeout", hello(nil)[:20], false, []byte{21, 3, 3, 0, 2, 2, 40}, "timeout"},
-		{"half then close", hello(nil)[:20], true, nil, "client closed"},
+		{"no server name", hello(nil), false, []byte{21, 3, 3, 0, 2, 2, 112}, "no_sni"},
+		{"invalid name", hello(ptr("a..b")), false, []byte{21, 3, 3, 0, 2, 2, 112}, "invalid_name"},
+		{"not a ClientHello", []byte{22, 3, 1, 0, 6, 2, 0, 0, 2, 3, 3}, false, []byte{21, 3, 3, 0, 2, 2, 10}, "bad_hello"},
+		{"malformed", []byte{22, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3}, false, []byte{21, 3, 3, 0, 2, 2, 50}, "bad_hello"},
+		{"HTTP", []byte("GET / HTTP/1.1\r\n\r\n"), false, nil, "not_tls"},
+		// As snilisten and TLS servers: a timeout closes without an alert.
+		{"timeout", hello(nil)[:20], false, nil, "peek_timeout"},
+		{"half then close", hello(nil)[:20], true, nil, "client_closed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
