@@ -63,8 +63,13 @@ type Config struct {
 	// IdleTimeout closes a relayed connection silent for that long.
 	IdleTimeout time.Duration
 	// MaxConns bounds concurrent connections; beyond it new ones wait in
-	// the kernel's accept queue. 0 means no bound.
+	// the kernel's accept queue, unless a connection still waiting for
+	// its hello can be evicted (admission.go). 0 means no bound.
 	MaxConns int
+	// MaxConnsPerClient bounds concurrent connections from one IPv4
+	// address or IPv6 /64, peeking and relayed alike, so that one client
+	// cannot take every slot; more are closed at once. 0 means no bound.
+	MaxConnsPerClient int
 	// HelloLimit bounds the ClientHello's size (clienthello.DefaultLimit
 	// if 0).
 	HelloLimit int
@@ -129,13 +134,15 @@ const (
 func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
-		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck}
+		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck,
+		OutcomeEvicted, OutcomeClientLimit}
 }
 
 // Server dispatches connections from any number of listeners.
 type Server struct {
 	cfg       Config
 	slots     chan struct{} // one token per allowed concurrent connection
+	adm       *admission
 	peekBufs  sync.Pool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -175,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConns)
 	}
+	s.adm = newAdmission(cfg.MaxConnsPerClient)
 	s.fdFloor = math.MaxInt
 	if limit, ok := fdLimit(); ok {
 		s.fdFloor = limit - fdReserve
@@ -230,24 +238,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	var backoff listener.Backoff
 	for {
-		if s.slots != nil {
-			s.slots <- struct{}{}
-		}
+		held := s.trySlot() // if not, room is made once a connection is there
 		c, err := ln.Accept()
 		if err != nil {
-			if end, err := s.acceptFailed(ln, err, &backoff); end {
+			if end, err := s.acceptFailed(ln, err, &backoff, held); end {
 				return err
 			}
 			continue
 		}
 		backoff.Reset()
 		r := &record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr(), closer: c}
+		if !s.admitConn(r, held, c) {
+			continue
+		}
 		if !s.trackConn(r) {
 			// Accepted after the shutdown timeout cut everything.
 			c.Close()
 			s.release()
 			return ErrServerClosed
 		}
+		s.adm.startPeek(r, c)
 		go s.handle(c, r)
 	}
 }
@@ -284,9 +294,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 	}
 	var backoff listener.Backoff
 	for {
-		if s.slots != nil {
-			s.slots <- struct{}{}
-		}
+		held := s.trySlot() // if not, room is made once a connection is there
 		var fd int
 		var client *net.TCPAddr
 		var aerr error
@@ -306,13 +314,16 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 			err = aerr
 		}
 		if err != nil {
-			if end, err := s.acceptFailed(ln, err, &backoff); end {
+			if end, err := s.acceptFailed(ln, err, &backoff, held); end {
 				return err
 			}
 			continue
 		}
 		backoff.Reset()
 		r := &record{start: time.Now(), client: client}
+		if !s.admitConn(r, held, fdCloser(fd)) {
+			continue
+		}
 		if !s.trackConn(r) {
 			rawsys.Close(fd)
 			s.release()
@@ -338,6 +349,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 		}
 		r.local = c.LocalAddr()
 		s.setCloser(r, c)
+		s.adm.startPeek(r, c)
 		go s.run(c, r)
 	}
 }
@@ -651,11 +663,13 @@ func fdConn(fd int) (net.Conn, error) {
 }
 
 // acceptFailed handles an error from accepting on ln: it frees the slot
-// taken for the connection and reports whether the accept loop ends, and
+// taken for the connection, if held, and reports whether the accept loop ends, and
 // with what error (ErrServerClosed after Shutdown). Temporary errors back
 // off and go on.
-func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff) (end bool, _ error) {
-	s.release()
+func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff, held bool) (end bool, _ error) {
+	if held {
+		s.release()
+	}
 	if s.closing() {
 		return true, ErrServerClosed
 	}
@@ -784,6 +798,7 @@ type record struct {
 	outcome       Outcome
 	err           error
 	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by Server.mu
+	adm           admitState
 }
 
 // outcomeRelaying is what dispatch returns when the relay took over: the
@@ -810,6 +825,7 @@ func (s *Server) run(c net.Conn, r *record) {
 
 // finish logs and counts a connection that ended, and frees its slot.
 func (s *Server) finish(r *record, outcome Outcome, err error) {
+	outcome, err = s.adm.done(r, outcome, err)
 	r.outcome, r.err = outcome, err
 	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
 		r.outcome = OutcomeShutdown
@@ -868,6 +884,9 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	}
 	name, alpn, helloLen, outcome, err := s.peekName(c, r)
 	r.peek = time.Since(r.start)
+	if s.adm.endPeek(r) {
+		return OutcomeEvicted, errEvicted
+	}
 	if err != nil {
 		return outcome, err
 	}

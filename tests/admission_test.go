@@ -1,0 +1,239 @@
+package tests
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// httpsGetFrom makes one GET / through addr with sni over a connection
+// from the local address src (127.0.0.2, 127.0.0.3, ... are different
+// clients on loopback), and checks the backend's answer.
+func httpsGetFrom(t testing.TB, src, addr, sni string, timeout time.Duration) (time.Duration, error) {
+	t0 := time.Now()
+	d := &net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := tls.DialWithDialer(d, "tcp", addr, testPKI(t).ClientConfig(sni))
+	if err != nil {
+		return time.Since(t0), fmt.Errorf("handshake from %s: %w", src, err)
+	}
+	defer c.Close()
+	c.SetDeadline(t0.Add(timeout))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: "+sni+"\r\n\r\n"); err != nil {
+		return time.Since(t0), fmt.Errorf("request from %s: %w", src, err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return time.Since(t0), fmt.Errorf("response to %s: %w", src, err)
+	}
+	if !strings.Contains(string(b), "backend="+sni) || !strings.Contains(string(b), "remote=") {
+		return time.Since(t0), fmt.Errorf("response to %s: %q", src, b)
+	}
+	return time.Since(t0), nil
+}
+
+// dribbler connects from src and sends hello one byte every interval
+// until the server closes the connection or stop is closed; closed
+// reports whether the server closed it.
+func dribbler(src, addr string, hello []byte, interval time.Duration, stop <-chan struct{}, connected *sync.WaitGroup) (closed bool, err error) {
+	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	connected.Done()
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for i := 0; i < len(hello)-1; i++ {
+		if _, err := c.Write(hello[i : i+1]); err != nil {
+			return true, nil
+		}
+		c.SetReadDeadline(time.Now().Add(interval))
+		_, err := c.Read(buf)
+		switch {
+		case err == nil:
+			return false, errors.New("snilisten sent bytes to a client with half a hello")
+		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), isReset(err):
+			return true, nil
+		}
+		select {
+		case <-stop:
+			return false, nil
+		default:
+		}
+	}
+	return false, errors.New("sent all but the last byte of the hello without being closed")
+}
+
+// TestAdmissionDribblers: 330 clients from three addresses dribble their
+// hellos a byte a second into a snilisten with -max-conns 64, so that
+// every slot is held by a connection peeking and 266 more wait in the
+// kernel's queue. Clients from another address must be served while that
+// goes on, before any dribbler reaches its peek timeout: the oldest
+// peeking connections are evicted for them (outcome evicted, counted in
+// the metrics). Without eviction they waited behind the queue, one peek
+// timeout per 64 dribblers.
+func TestAdmissionDribblers(t *testing.T) {
+	const (
+		dribblers   = 330
+		maxConns    = 64
+		peekTimeout = 30 * time.Second
+		normals     = 10
+	)
+	sources := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	const normalSrc = "127.0.0.9"
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	s := startSnilisten(t, "-unix-directory", dir, "-max-conns", fmt.Sprint(maxConns),
+		"-peek-timeout", peekTimeout.String(), "-metrics-listen", "127.0.0.1:0")
+	m := metricsAddr(t, s.Proc)
+	var before []time.Duration
+	for range normals {
+		d, err := httpsGetFrom(t, normalSrc, s.Addr, "app.example.test", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, d)
+	}
+
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	stopAll := func() { stopOnce.Do(func() { close(stop) }) }
+	defer stopAll()
+	hello := rawHello("app.example.test")
+	var connected, finished sync.WaitGroup
+	var closedByServer atomic.Int64
+	errs := make(chan error, dribblers)
+	for i := range dribblers {
+		connected.Add(1)
+		finished.Add(1)
+		go func() {
+			defer finished.Done()
+			closed, err := dribbler(sources[i%len(sources)], s.Addr, hello, time.Second, stop, &connected)
+			if err != nil {
+				errs <- err
+			}
+			if closed {
+				closedByServer.Add(1)
+			}
+		}()
+	}
+	connected.Wait()
+	waitFor(t, 30*time.Second, "every slot held by a dribbler", func() bool {
+		return metricValue(t, m, "snilisten_connections_active", "") >= maxConns
+	})
+
+	var during []time.Duration
+	for range normals {
+		d, err := httpsGetFrom(t, normalSrc, s.Addr, "app.example.test", 2*peekTimeout)
+		during = append(during, d)
+		if err != nil {
+			t.Errorf("a client from %s while %d dribble, after %v: %v", normalSrc, dribblers, d.Round(time.Millisecond), err)
+			break
+		}
+	}
+	timedOut := metricValue(t, m, "snilisten_connections_finished_total", `outcome="peek_timeout"`)
+	evicted := metricValue(t, m, "snilisten_connections_finished_total", `outcome="evicted"`)
+	active := metricValue(t, m, "snilisten_connections_active", "")
+	if timedOut != 0 {
+		t.Errorf("the normal clients were served only after %v dribblers reached the peek timeout (latency during: median %v, longest %v)",
+			timedOut, median(during), slicesMax(during))
+	}
+	if active < maxConns-normals {
+		t.Errorf("only %v connections held after the normal clients: the dribblers were dropped wholesale, not one per newcomer", active)
+	}
+	if evicted < float64(normals) {
+		t.Errorf("%v connections evicted, want at least one per normal client (%d)", evicted, normals)
+	}
+	stopAll()
+	finished.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("dribbler: %v", err)
+	}
+	if n := len(logLines(s.Proc, "outcome=evicted")); float64(n) != evicted {
+		t.Errorf("%d log lines with outcome=evicted, metrics say %v", n, evicted)
+	}
+	if n := len(logLines(s.Proc, "client="+normalSrc, "outcome=evicted")); n != 0 {
+		t.Errorf("%d normal clients evicted", n)
+	}
+	t.Logf("dribblers: %d from %d addresses, -max-conns %d, peek timeout %v: %d normal clients from %s served, latency median %v (longest %v) before, median %v (longest %v) during; %v dribblers evicted (%d saw the close), %v reached the peek timeout, %v connections held afterwards",
+		dribblers, len(sources), maxConns, peekTimeout, normals, normalSrc, median(before), slicesMax(before), median(during), slicesMax(during),
+		evicted, closedByServer.Load(), timedOut, active)
+}
+
+func slicesMax(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m.Round(10 * time.Microsecond)
+}
+
+// TestAdmissionPerClient: one address opens 100 TLS connections to a
+// real backend and keeps them open (relayed: never evicted) against
+// -max-conns 64 and -max-conns-per-client 16. It gets 16; the rest are
+// closed at once (outcome client_limit), and a client from another
+// address is served. Without the bound, the one address held all 64
+// slots and the other waited in the kernel's queue.
+func TestAdmissionPerClient(t *testing.T) {
+	const (
+		tries     = 100
+		maxConns  = 64
+		perClient = 16
+	)
+	const greedy, other = "127.0.0.5", "127.0.0.6"
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	s := startSnilisten(t, "-unix-directory", dir, "-max-conns", fmt.Sprint(maxConns),
+		"-max-conns-per-client", fmt.Sprint(perClient), "-metrics-listen", "127.0.0.1:0")
+	m := metricsAddr(t, s.Proc)
+	var mu sync.Mutex
+	var open []*tls.Conn
+	var wg sync.WaitGroup
+	refused := 0
+	for range tries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(greedy)}}
+			c, err := tls.DialWithDialer(d, "tcp", s.Addr, testPKI(t).ClientConfig("app.example.test"))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				refused++
+				return
+			}
+			open = append(open, c)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	active := metricValue(t, m, "snilisten_connections_active", "")
+	d, err := httpsGetFrom(t, other, s.Addr, "app.example.test", 20*time.Second)
+	if err != nil {
+		t.Errorf("a client from %s while %s holds %d connections: %v", other, greedy, len(open), err)
+	}
+	limited := metricValue(t, m, "snilisten_connections_finished_total", `outcome="client_limit"`)
+	if len(open) != perClient || active != perClient {
+		t.Errorf("%s holds %d connections (%v active in snilisten), want its share, %d", greedy, len(open), active, perClient)
+	}
+	if limited != tries-perClient || refused != tries-perClient {
+		t.Errorf("%v connections counted client_limit and %d refused, want %d", limited, refused, tries-perClient)
+	}
+	if n := len(logLines(s.Proc, "client="+greedy, "outcome=client_limit")); n != tries-perClient {
+		t.Errorf("%d log lines with outcome=client_limit, want %d", n, tries-perClient)
+	}
+	t.Logf("per client: %s tried %d connections with -max-conns %d -max-conns-per-client %d: %d open (%v active), %d refused (%v counted client_limit); a client from %s served in %v",
+		greedy, tries, maxConns, perClient, len(open), active, refused, limited, other, d.Round(10*time.Microsecond))
+}
