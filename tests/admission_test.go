@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,4 +238,106 @@ func TestAdmissionPerClient(t *testing.T) {
 	}
 	t.Logf("per client: %s tried %d connections with -max-conns %d -max-conns-per-client %d: %d open (%v active), %d refused (%v counted client_limit); a client from %s served in %v",
 		greedy, tries, maxConns, perClient, len(open), active, refused, limited, other, d.Round(10*time.Microsecond))
+}
+
+// TestAdmissionIdleAtFDLimit: under `prlimit --nofile=20000`, with the
+// default -max-conns, 5000 clients (250 each from 20 loopback addresses,
+// within the default -max-conns-per-client) send a hello and then sit
+// idle, held open by their backend. Every one must reach the backend:
+// a relayed connection holds its two sockets, the relay's pipes are
+// bounded in all, and the default counts that. It counted six
+// descriptors per connection before (3280 at 20,000), and the rest waited
+// in the kernel's queue, where HAProxy admitted them all.
+func TestAdmissionIdleAtFDLimit(t *testing.T) {
+	need(t, "prlimit")
+	const clients, sources = 5000, 20
+	dir := socketDir(t)
+	ln, err := net.Listen("unix", dir+"/app.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	backendHeld := func() int { mu.Lock(); defer mu.Unlock(); return len(held) }
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	s := startSnilistenCmd(t, exec.Command("prlimit", "--nofile=20000:20000", bin(t, "snilisten"),
+		"-listen", "tcp:127.0.0.1:0", "-unix-directory", dir, "-metrics-listen", "127.0.0.1:0", "-q"))
+	m := metricsAddr(t, s.Proc)
+	defaultMax := "?"
+	usage, _ := exec.Command("prlimit", "--nofile=20000:20000", bin(t, "snilisten"), "-h").CombinedOutput()
+	if m := regexp.MustCompile(`-max-conns int\n.*\(default (\d+)\)`).FindSubmatch(usage); m != nil {
+		defaultMax = string(m[1])
+	}
+	hello := rawHello("app.example.test")
+	conns := make(chan net.Conn, clients)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	next := make(chan int, clients)
+	for i := range clients {
+		next <- i
+	}
+	close(next)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				src := fmt.Sprintf("127.0.1.%d", 1+i%sources)
+				d := &net.Dialer{Timeout: time.Minute, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+				c, err := d.Dial("tcp", s.Addr)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				if _, err := c.Write(hello); err != nil {
+					failed.Add(1)
+				}
+				conns <- c
+			}
+		}()
+	}
+	wg.Wait()
+	close(conns)
+	defer func() {
+		for c := range conns {
+			c.Close()
+		}
+	}()
+	reached := 0
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if reached = backendHeld(); reached >= clients {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	active := metricValue(t, m, "snilisten_connections_active", "")
+	fds := fdCount(t, s.Pid())
+	if failed.Load() != 0 || reached != clients || active != clients {
+		t.Errorf("%d idle clients at -max-conns %s (default at 20,000 descriptors): %d reached the backend, %v active in snilisten, %d failed to connect",
+			clients, defaultMax, reached, active, failed.Load())
+	}
+	if s.Exited() {
+		t.Fatalf("snilisten exited: %s", s.Output())
+	}
+	t.Logf("idle at the limit: default -max-conns %s at 20,000 descriptors; %d idle clients from %d addresses: %d reached the backend, %v active, snilisten holding %d descriptors",
+		defaultMax, clients, sources, reached, active, fds)
 }

@@ -181,7 +181,9 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 			if tc.backpressure {
 				// More than snilisten's socket buffers absorb (up to
 				// 4 MiB of send buffer towards the client), so that
-				// both splice pipes stay full while the client waits.
+				// the relay's pipes (16 at 256 descriptors) are all
+				// full while the clients wait, and the other
+				// connections leave bytes in their sockets.
 				clients, hold, size, order = 40, gate, 8<<20, orderBackendFirst
 			} else {
 				srv.Gate = gate

@@ -174,7 +174,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	engine, err := relay.NewEngine(0)
+	engine, err := relay.NewEngineWithPipes(0, maxPipes())
 	if err != nil {
 		return nil, err
 	}
@@ -195,18 +195,26 @@ func New(cfg Config) (*Server, error) {
 }
 
 // DefaultMaxConns is a bound on concurrent connections derived from the
-// file descriptor limit: each relayed connection holds up to
-// relay.DescriptorsPerConn descriptors (its sockets, and splice pipes
-// while bytes are in flight), the relay's pipe pool some more, and a few
-// are kept for listeners, metrics and logs. Staying below the limit keeps
-// excess clients waiting in the kernel's queue instead of failing accept,
-// a backend connection or a pipe halfway through a transfer.
+// file descriptor limit: each relayed connection holds
+// relay.DescriptorsPerConn descriptors (its two sockets), the relay's
+// splice pipes, in use and pooled, are bounded in all (maxPipes), and a
+// few are kept for listeners, metrics and logs. Staying below the limit
+// keeps excess clients waiting in the kernel's queue instead of failing
+// accept or a backend connection.
 func DefaultMaxConns() int {
 	limit, ok := fdLimit()
 	if !ok {
 		return 0
 	}
-	return max((limit-64-relay.PoolDescriptors(0))/relay.DescriptorsPerConn, 16)
+	return max((limit-64-relay.PipeDescriptors(maxPipes()))/relay.DescriptorsPerConn, 16)
+}
+
+// maxPipes bounds the relay's pipes for this process's descriptor limit.
+func maxPipes() int {
+	if limit, ok := fdLimit(); ok {
+		return relay.MaxPipes(limit)
+	}
+	return relay.DefaultMaxPipes
 }
 
 // fdLimit returns the open file limit, unless it is unknown or so large
