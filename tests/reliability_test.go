@@ -68,10 +68,13 @@ func TestReliabilitySlowloris(t *testing.T) {
 	results := make(chan slowResult, slow)
 	hello := rawHello("app.example.test")
 	var connected sync.WaitGroup
-	for range slow {
+	for i := range slow {
 		connected.Add(1)
 		go func() {
-			c, err := net.DialTimeout("tcp", s.Addr, 10*time.Second)
+			// From eight addresses, each within the default
+			// -max-conns-per-client (256) also in the long form.
+			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, byte(1+i%8))}}
+			c, err := d.Dial("tcp", s.Addr)
 			connected.Done()
 			if err != nil {
 				results <- slowResult{err: err}

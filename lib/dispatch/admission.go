@@ -59,7 +59,6 @@ type admission struct {
 	oldest    *record // peeking, oldest first
 	newest    *record
 	peeking   int
-	evictions int // since start, for tests
 }
 
 // admitState is a record's part in admission, guarded by admission.mu.
@@ -79,10 +78,11 @@ func newAdmission(perClient int) *admission {
 
 // admit counts a new connection under its client, unless the client
 // already holds its share: then it says so, and the connection is to be
-// closed. Connections from trusted fronts are not counted (the
-// front speaks for many clients; bounding those is the front's job).
+// closed. Connections from trusted fronts are not counted (the front
+// speaks for many clients; bounding those is the front's job), nor any
+// without a bound.
 func (a *admission) admit(r *record, front bool) error {
-	if front {
+	if front || a.perClient <= 0 {
 		return nil
 	}
 	key, ok := clientkey.Of(r.client)
@@ -157,7 +157,6 @@ func (a *admission) evictOldest() bool {
 	c := r.adm.peekCloser
 	a.unlinkLocked(r)
 	r.adm.evicted = true
-	a.evictions++
 	a.mu.Unlock()
 	c.Close()
 	return true

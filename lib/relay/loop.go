@@ -454,7 +454,9 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		d.eof = true
 		return false, nil
 	}
-	c.last = l.now
+	if !pipeless {
+		c.last = l.now
+	}
 	if c.gone[1-i] {
 		// The usual end: a client's close_notify for a backend that has
 		// closed. Dropped as a write would be, by EPIPE, without it.
@@ -473,6 +475,11 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 	}
 	d.moved += int64(w)
 	if pipeless {
+		if w > 0 {
+			// Peeking the same bytes again while the sink takes
+			// none is not activity.
+			c.last = l.now
+		}
 		if err := l.consume(src, true, w); err != nil {
 			return false, err
 		}
