@@ -671,9 +671,9 @@ func fdConn(fd int) (net.Conn, error) {
 }
 
 // acceptFailed handles an error from accepting on ln: it frees the slot
-// taken for the connection, if held, and reports whether the accept loop ends, and
-// with what error (ErrServerClosed after Shutdown). Temporary errors back
-// off and go on.
+// taken for the connection, if held, and reports whether the accept loop
+// ends, and with what error (ErrServerClosed after Shutdown). Temporary
+// errors back off and go on.
 func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff, held bool) (end bool, _ error) {
 	if held {
 		s.release()
