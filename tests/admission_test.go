@@ -79,8 +79,9 @@ func dribbler(src, addr string, hello []byte, interval time.Duration, stop <-cha
 // kernel's queue. Clients from another address must be served while that
 // goes on, before any dribbler reaches its peek timeout: the oldest
 // peeking connections are evicted for them (outcome evicted, counted in
-// the metrics). Without eviction they waited behind the queue, one peek
-// timeout per 64 dribblers.
+// the metrics), never the four connections relayed since before. Without
+// eviction they waited behind the queue, one peek timeout per 64
+// dribblers.
 func TestAdmissionDribblers(t *testing.T) {
 	const (
 		dribblers   = 330
@@ -102,6 +103,19 @@ func TestAdmissionDribblers(t *testing.T) {
 			t.Fatal(err)
 		}
 		before = append(before, d)
+	}
+
+	// Relayed connections, open through it all: never evicted.
+	const relayedSrc = "127.0.0.8"
+	var relayed []*tls.Conn
+	for range 4 {
+		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(relayedSrc)}}
+		c, err := tls.DialWithDialer(d, "tcp", s.Addr, testPKI(t).ClientConfig("app.example.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		relayed = append(relayed, c)
 	}
 
 	stop := make(chan struct{})
@@ -156,6 +170,13 @@ func TestAdmissionDribblers(t *testing.T) {
 	if evicted < dribblers-maxConns+1 {
 		t.Errorf("%v connections evicted, want at least %d (one per dribbler queued, one for the first normal client)", evicted, dribblers-maxConns+1)
 	}
+	for i, c := range relayed {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: close\r\n\r\n")
+		if b, _ := io.ReadAll(c); !strings.Contains(string(b), "backend=app.example.test") {
+			t.Errorf("relayed connection %d, open since before the dribblers: answer %q", i, b)
+		}
+	}
 	stopAll()
 	finished.Wait()
 	close(errs)
@@ -168,8 +189,8 @@ func TestAdmissionDribblers(t *testing.T) {
 	if n := len(logLines(s.Proc, "outcome=evicted")); float64(n) != evicted {
 		t.Errorf("%d log lines with outcome=evicted, metrics say %v", n, evicted)
 	}
-	if n := len(logLines(s.Proc, "client="+normalSrc, "outcome=evicted")); n != 0 {
-		t.Errorf("%d normal clients evicted", n)
+	if n := len(logLines(s.Proc, "client="+normalSrc, "outcome=evicted")) + len(logLines(s.Proc, "client="+relayedSrc, "outcome=evicted")); n != 0 {
+		t.Errorf("%d normal or relayed clients evicted", n)
 	}
 	t.Logf("dribblers: %d from %d addresses, -max-conns %d, peek timeout %v: %d normal clients from %s served, latency median %v (longest %v) before, median %v (longest %v) during; %v dribblers evicted (%d saw the close), %v reached the peek timeout, %v connections held afterwards",
 		dribblers, len(sources), maxConns, peekTimeout, normals, normalSrc, median(before), slicesMax(before), median(during), slicesMax(during),
