@@ -368,3 +368,44 @@ func TestAdmissionIdleAtFDLimit(t *testing.T) {
 	t.Logf("idle at the limit: default -max-conns %s at 20,000 descriptors; %d idle clients from %d addresses: %d reached the backend, %v active, snilisten holding %d descriptors",
 		defaultMax, clients, sources, reached, active, fds)
 }
+
+// TestAdmissionPerClientIPv6: in a network namespace with addresses in
+// two /64s on loopback, connections from three addresses of one /64 share
+// one -max-conns-per-client (4): 4 of 6 kept-open TLS connections are
+// admitted, and a client from the other /64 is served.
+func TestAdmissionPerClientIPv6(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	sameNet := []string{"2001:db8:1::1", "2001:db8:1::2", "2001:db8:1:0:ffff:ffff:ffff:3"}
+	const other = "2001:db8:2::1"
+	netnsSetup(t, []string{sameNet[0] + "/128", sameNet[1] + "/128", sameNet[2] + "/128", other + "/128"}, "127.0.0.1 localhost\n", "nameserver 127.0.0.1\n")
+	dir := socketDir(t)
+	unixBackend(t, dir, "app.example.test", false)
+	s := startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), "-listen", "tcp:[::1]:0", "-unix-directory", dir,
+		"-max-conns-per-client", "4", "-metrics-listen", "127.0.0.1:0"))
+	m := metricsAddr(t, s.Proc)
+	open, refused := 0, 0
+	for i := range 6 {
+		src := sameNet[i%len(sameNet)]
+		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := tls.DialWithDialer(d, "tcp", s.Addr, testPKI(t).ClientConfig("app.example.test"))
+		if err != nil {
+			refused++
+			continue
+		}
+		defer c.Close()
+		open++
+	}
+	if _, err := httpsGetFrom(t, other, s.Addr, "app.example.test", 20*time.Second); err != nil {
+		t.Errorf("a client from another /64: %v", err)
+	}
+	limited := metricValue(t, m, "snilisten_connections_finished_total", `outcome="client_limit"`)
+	if open != 4 || refused != 2 || limited != 2 {
+		t.Errorf("from one /64: %d open, %d refused, %v counted client_limit; want 4, 2, 2", open, refused, limited)
+	}
+	if n := len(logLines(s.Proc, "client=[2001:db8:1:", "outcome=client_limit")); n != 2 {
+		t.Errorf("%d client_limit log lines for the /64, want 2", n)
+	}
+	t.Logf("per /64: 6 connections from 3 addresses of 2001:db8:1::/64 with -max-conns-per-client 4: %d open, %d refused; a client from 2001:db8:2::/64 served", open, refused)
+}
