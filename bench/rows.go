@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 )
 
 // sni is the server name every client sends and every proxy routes. It is
@@ -76,9 +79,33 @@ func snilistenRowEnv(name string, environ []string, args func(e *env) []string) 
 				argv = append(append([]string{"env"}, environ...), argv...)
 			}
 			argv = append(argv, e.snilisten, "-listen", "tcp:"+addr, "-q", "-max-conns", strconv.Itoa(e.maxConns))
+			if hasFlag(e.snilisten, "max-conns-per-client") {
+				// Every load comes from one address: no share, as
+				// in the other proxies.
+				argv = append(argv, "-max-conns-per-client", "0")
+			}
 			return e.run("snilisten", append(argv, args(e)...)...)
 		},
 	}
+}
+
+var (
+	flagsMu sync.Mutex
+	flags   = map[string]string{} // a binary's -h output
+)
+
+// hasFlag reports whether the program at path lists -name in its usage:
+// a -baseline binary may predate a flag.
+func hasFlag(path, name string) bool {
+	flagsMu.Lock()
+	defer flagsMu.Unlock()
+	usage, ok := flags[path]
+	if !ok {
+		out, _ := exec.Command(path, "-h").CombinedOutput()
+		usage = string(out)
+		flags[path] = usage
+	}
+	return strings.Contains(usage, "-"+name+" ")
 }
 
 // baselineTwin is r (a snilisten row) run with the -baseline binary, as

@@ -583,7 +583,9 @@ func TestHostileClientHellos(t *testing.T) {
 func TestHostileMemoryPerConnection(t *testing.T) {
 	const conns = 1000
 	tb := newTrapBackends(t, "app.example.test")
-	s := startSnilisten(t, "-unix-directory", tb.dir, "-peek-timeout", "30s", "-metrics-listen", "127.0.0.1:0", "-q")
+	// All from 127.0.0.1: without -max-conns-per-client 0, the default
+	// share (256) would close most of them at once.
+	s := startSnilisten(t, "-unix-directory", tb.dir, "-peek-timeout", "30s", "-metrics-listen", "127.0.0.1:0", "-q", "-max-conns-per-client", "0")
 	m := metricsAddr(t, s.Proc)
 	small := hello{exts: []helloExt{sniExt(byte(0), "app.example.test"), versionsExt, {21, make([]byte, 400)}}}.bytes()
 	large := hello{exts: []helloExt{sniExt(byte(0), "app.example.test"), {21, make([]byte, 60<<10)}}}.bytes()

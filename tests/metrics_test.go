@@ -340,7 +340,7 @@ func TestPrometheusRules(t *testing.T) {
 
 // rulesTest drives the alerting rules with two instances over an hour:
 // "good" stays healthy; "bad" runs into each trouble from minute 11
-// (backend errors, peek timeouts, file descriptors) and goes down at
+// (backend errors, peek timeouts and evictions, file descriptors) and goes down at
 // minute 41. Counters grow by the per-minute increments given.
 const rulesTest = `rule_files: [RULES]
 evaluation_interval: 1m
@@ -362,7 +362,11 @@ tests:
   - series: 'snilisten_connections_finished_total{job="snilisten", instance="bad", outcome="backend_error"}'
     values: '0+1x10 10+300x50'
   - series: 'snilisten_connections_finished_total{job="snilisten", instance="bad", outcome="peek_timeout"}'
-    values: '0+3x10 30+1200x50'
+    values: '0+3x60'
+  # The slow clients are evicted for newcomers before their peek timeout
+  # (-max-conns is full): the alert counts evictions too.
+  - series: 'snilisten_connections_finished_total{job="snilisten", instance="bad", outcome="evicted"}'
+    values: '0x10 0+1197x50'
   - series: 'process_open_fds{job="snilisten", instance="good"}'
     values: '100x60'
   - series: 'process_max_fds{job="snilisten", instance="good"}'
@@ -399,7 +403,7 @@ tests:
     - exp_labels: {severity: warning, instance: bad, job: snilisten}
       exp_annotations:
         summary: "snilisten bad: peek timeouts rising (slowloris?)"
-        description: "57.14% of connections time out before a whole ClientHello."
+        description: "57.14% of connections time out or are evicted before a whole ClientHello."
   - eval_time: 35m
     alertname: SnilistenFileDescriptorsNearLimit
     exp_alerts:

@@ -68,10 +68,13 @@ func TestReliabilitySlowloris(t *testing.T) {
 	results := make(chan slowResult, slow)
 	hello := rawHello("app.example.test")
 	var connected sync.WaitGroup
-	for range slow {
+	for i := range slow {
 		connected.Add(1)
 		go func() {
-			c, err := net.DialTimeout("tcp", s.Addr, 10*time.Second)
+			// From eight addresses, each within the default
+			// -max-conns-per-client (256) also in the long form.
+			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, byte(1+i%8))}}
+			c, err := d.Dial("tcp", s.Addr)
 			connected.Done()
 			if err != nil {
 				results <- slowResult{err: err}
@@ -181,7 +184,9 @@ func TestReliabilityFDExhaustion(t *testing.T) {
 			if tc.backpressure {
 				// More than snilisten's socket buffers absorb (up to
 				// 4 MiB of send buffer towards the client), so that
-				// both splice pipes stay full while the client waits.
+				// the relay's pipes (16 at 256 descriptors) are all
+				// full while the clients wait, and the other
+				// connections leave bytes in their sockets.
 				clients, hold, size, order = 40, gate, 8<<20, orderBackendFirst
 			} else {
 				srv.Gate = gate

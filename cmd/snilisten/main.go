@@ -65,7 +65,8 @@ func run() int {
 		connectTimeout  = fs.Duration("connect-timeout", 10*time.Second, "time to connect to a backend")
 		idleTimeout     = fs.Duration("idle-timeout", 10*time.Minute, "close a connection silent in both directions for this long (0: never)")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, time open connections get to finish")
-		maxConns        = fs.Int("max-conns", dispatch.DefaultMaxConns(), "concurrent connections; more wait in the kernel's queue (0: no bound)")
+		maxConns        = fs.Int("max-conns", dispatch.DefaultMaxConns(), "concurrent connections; when all are taken, the one waiting longest for its hello is closed for a new one, else more wait in the kernel's queue (0: no bound)")
+		perClient       = fs.Int("max-conns-per-client", dispatch.DefaultMaxConnsPerClient, "concurrent connections from one IPv4 address or IPv6 /64; more are closed at once (0: no bound)")
 		logFormat       = fs.String("log-format", "text", "log format: text or json")
 		quiet           = fs.Bool("q", false, "do not log connections")
 	)
@@ -117,6 +118,9 @@ func run() int {
 	if *maxConns < 0 {
 		return usage("-max-conns %d: must be 0 or more", *maxConns)
 	}
+	if *perClient < 0 {
+		return usage("-max-conns-per-client %d: must be 0 or more", *perClient)
+	}
 	if *metricsListen != "" {
 		if err := metrics.CheckAddress(*metricsListen); err != nil {
 			return usage("-metrics-listen: %v", err)
@@ -142,7 +146,7 @@ func run() int {
 	cfg := dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
-		MaxConns: *maxConns, Log: log, Quiet: *quiet, TrustedFronts: fronts,
+		MaxConns: *maxConns, MaxConnsPerClient: *perClient, Log: log, Quiet: *quiet, TrustedFronts: fronts,
 		PeekBudget: int64(peekBudget),
 	}
 	cfg.Outgoing = outgoing

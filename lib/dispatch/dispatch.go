@@ -65,8 +65,13 @@ type Config struct {
 	// IdleTimeout closes a relayed connection silent for that long.
 	IdleTimeout time.Duration
 	// MaxConns bounds concurrent connections; beyond it new ones wait in
-	// the kernel's accept queue. 0 means no bound.
+	// the kernel's accept queue, unless a connection still waiting for
+	// its hello can be evicted (admission.go). 0 means no bound.
 	MaxConns int
+	// MaxConnsPerClient bounds concurrent connections from one IPv4
+	// address or IPv6 /64, peeking and relayed alike, so that one client
+	// cannot take every slot; more are closed at once. 0 means no bound.
+	MaxConnsPerClient int
 	// HelloLimit bounds the ClientHello's size (clienthello.DefaultLimit
 	// if 0).
 	HelloLimit int
@@ -140,13 +145,14 @@ func Outcomes() []Outcome {
 	return []Outcome{OutcomeOK, OutcomeHandoff, OutcomeClientClosed, OutcomePeekTimeout, OutcomeNotTLS,
 		OutcomeBadHello, OutcomeNoSNI, OutcomeInvalidName, OutcomeUnknownName, OutcomeRefusedCIDR,
 		OutcomeBackendError, OutcomeRelayError, OutcomeIdleTimeout, OutcomeShutdown, OutcomeProxyHeader, OutcomeHealthCheck,
-		OutcomeLoop, OutcomeNoAnswer, OutcomePeekBudget}
+		OutcomeLoop, OutcomeNoAnswer, OutcomePeekBudget, OutcomeEvicted, OutcomeClientLimit}
 }
 
 // Server dispatches connections from any number of listeners.
 type Server struct {
 	cfg       Config
 	slots     chan struct{} // one token per allowed concurrent connection
+	adm       *admission
 	peekBufs  sync.Pool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -181,7 +187,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	engine, err := relay.NewEngine(0)
+	engine, err := relay.NewEngineWithPipes(0, maxPipes())
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxConns > 0 {
 		s.slots = make(chan struct{}, cfg.MaxConns)
 	}
+	s.adm = newAdmission(cfg.MaxConnsPerClient)
 	s.fdFloor = math.MaxInt
 	if limit, ok := fdLimit(); ok {
 		s.fdFloor = limit - fdReserve
@@ -202,18 +209,26 @@ func New(cfg Config) (*Server, error) {
 }
 
 // DefaultMaxConns is a bound on concurrent connections derived from the
-// file descriptor limit: each relayed connection holds up to
-// relay.DescriptorsPerConn descriptors (its sockets, and splice pipes
-// while bytes are in flight), the relay's pipe pool some more, and a few
-// are kept for listeners, metrics and logs. Staying below the limit keeps
-// excess clients waiting in the kernel's queue instead of failing accept,
-// a backend connection or a pipe halfway through a transfer.
+// file descriptor limit: each relayed connection holds
+// relay.DescriptorsPerConn descriptors (its two sockets), the relay's
+// splice pipes, in use and pooled, are bounded in all (maxPipes), and a
+// few are kept for listeners, metrics and logs. Staying below the limit
+// keeps excess clients waiting in the kernel's queue instead of failing
+// accept or a backend connection.
 func DefaultMaxConns() int {
 	limit, ok := fdLimit()
 	if !ok {
 		return 0
 	}
-	return max((limit-64-relay.PoolDescriptors(0))/relay.DescriptorsPerConn, 16)
+	return max((limit-64-relay.PipeDescriptors(maxPipes()))/relay.DescriptorsPerConn, 16)
+}
+
+// maxPipes bounds the relay's pipes for this process's descriptor limit.
+func maxPipes() int {
+	if limit, ok := fdLimit(); ok {
+		return relay.MaxPipes(limit)
+	}
+	return relay.DefaultMaxPipes
 }
 
 // fdLimit returns the open file limit, unless it is unknown or so large
@@ -245,24 +260,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	var backoff listener.Backoff
 	for {
-		if s.slots != nil {
-			s.slots <- struct{}{}
-		}
+		held := s.trySlot() // if not, room is made once a connection is there
 		c, err := ln.Accept()
 		if err != nil {
-			if end, err := s.acceptFailed(ln, err, &backoff); end {
+			if end, err := s.acceptFailed(ln, err, &backoff, held); end {
 				return err
 			}
 			continue
 		}
 		backoff.Reset()
 		r := &record{start: time.Now(), client: c.RemoteAddr(), local: c.LocalAddr(), closer: c}
+		if !s.admitConn(r, held, c) {
+			continue
+		}
 		if !s.trackConn(r) {
 			// Accepted after the shutdown timeout cut everything.
 			c.Close()
 			s.release()
 			return ErrServerClosed
 		}
+		s.adm.startPeek(r, c)
 		go s.handle(c, r)
 	}
 }
@@ -299,9 +316,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 	}
 	var backoff listener.Backoff
 	for {
-		if s.slots != nil {
-			s.slots <- struct{}{}
-		}
+		held := s.trySlot() // if not, room is made once a connection is there
 		var fd int
 		var client *net.TCPAddr
 		var aerr error
@@ -321,13 +336,16 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 			err = aerr
 		}
 		if err != nil {
-			if end, err := s.acceptFailed(ln, err, &backoff); end {
+			if end, err := s.acceptFailed(ln, err, &backoff, held); end {
 				return err
 			}
 			continue
 		}
 		backoff.Reset()
 		r := &record{start: time.Now(), client: client}
+		if !s.admitConn(r, held, fdCloser(fd)) {
+			continue
+		}
 		if !s.trackConn(r) {
 			rawsys.Close(fd)
 			s.release()
@@ -353,6 +371,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 		}
 		r.local = c.LocalAddr()
 		s.setCloser(r, c)
+		s.adm.startPeek(r, c)
 		go s.run(c, r)
 	}
 }
@@ -678,11 +697,13 @@ func fdConn(fd int) (net.Conn, error) {
 }
 
 // acceptFailed handles an error from accepting on ln: it frees the slot
-// taken for the connection and reports whether the accept loop ends, and
-// with what error (ErrServerClosed after Shutdown). Temporary errors back
-// off and go on.
-func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff) (end bool, _ error) {
-	s.release()
+// taken for the connection, if held, and reports whether the accept loop
+// ends, and with what error (ErrServerClosed after Shutdown). Temporary
+// errors back off and go on.
+func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff, held bool) (end bool, _ error) {
+	if held {
+		s.release()
+	}
 	if s.closing() {
 		return true, ErrServerClosed
 	}
@@ -811,6 +832,7 @@ type record struct {
 	outcome       Outcome
 	err           error
 	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by Server.mu
+	adm           admitState
 	// outgoing is our backend connection's local address, in
 	// Config.Outgoing until the connection is finished.
 	outgoing netip.AddrPort
@@ -840,6 +862,7 @@ func (s *Server) run(c net.Conn, r *record) {
 
 // finish logs and counts a connection that ended, and frees its slot.
 func (s *Server) finish(r *record, outcome Outcome, err error) {
+	outcome, err = s.adm.done(r, outcome, err)
 	r.outcome, r.err = outcome, err
 	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
 		r.outcome = OutcomeShutdown
@@ -899,6 +922,9 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 	}
 	name, alpn, helloLen, outcome, err := s.peekName(c, r)
 	r.peek = time.Since(r.start)
+	if s.adm.endPeek(r) {
+		return OutcomeEvicted, errEvicted
+	}
 	if err != nil {
 		return outcome, err
 	}

@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/snitools/snitools/lib/clientkey"
 	"github.com/snitools/snitools/lib/listener"
 	"github.com/snitools/snitools/lib/proxyheader"
 )
@@ -215,24 +216,9 @@ func (s *Server) release() {
 }
 
 // clientKey is what MaxConnsPerClient counts by: the IPv4 address, or the
-// /64 of an IPv6 address (one subscriber's usual share). Clients on UNIX
-// sockets are not counted (ok false).
-func clientKey(a net.Addr) (netip.Addr, bool) {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	ip, ok := netip.AddrFromSlice(ta.IP)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
-	return ip, true
-}
+// /64 of an IPv6 address (lib/clientkey, shared with snilisten). Clients
+// on UNIX sockets are not counted (ok false).
+func clientKey(a net.Addr) (netip.Addr, bool) { return clientkey.Of(a) }
 
 // newConn registers a connection, or refuses it (nil) when the server is
 // shutting down or the client already holds MaxConnsPerClient, after

@@ -16,7 +16,8 @@ const (
 	// pipeSize is the capacity of each splice pipe: the most bytes one
 	// direction has in flight inside the proxy.
 	pipeSize = 256 << 10
-	// maxFreePipes bounds the pool of idle pipes per loop.
+	// maxFreePipes bounds the pool of idle pipes per loop (the engine's
+	// bound on all its pipes may lower it).
 	maxFreePipes = 64
 	// copyBufSize is the loop's buffer for bursts copied through user
 	// space; a burst that fills it is spliced instead.
@@ -44,14 +45,16 @@ type loop struct {
 	conns        map[*conn]struct{}
 	aborts       []*conn
 	free         []pipe
-	buf          []byte   // copyBufSize, for copyBurst
-	ended        []ending // finished, their done not called yet
+	maxFree      int         // bound on free
+	pipes        *pipeBudget // the engine's, shared by its loops
+	buf          []byte      // copyBufSize, for copyBurst
+	ended        []ending    // finished, their done not called yet
 	now          int64
 	stopping     bool
 	stopped      chan struct{}
 }
 
-func newLoop() (*loop, error) {
+func newLoop(pipes *pipeBudget, maxFree int) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("relay: epoll_create: %w", err)
@@ -66,7 +69,8 @@ func newLoop() (*loop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("relay: epoll_ctl: %w", err)
 	}
-	l := &loop{epfd: epfd, wakefd: wakefd, conns: map[*conn]struct{}{}, buf: make([]byte, copyBufSize), stopped: make(chan struct{}), now: time.Now().UnixNano()}
+	l := &loop{epfd: epfd, wakefd: wakefd, conns: map[*conn]struct{}{}, buf: make([]byte, copyBufSize), stopped: make(chan struct{}), now: time.Now().UnixNano(),
+		pipes: pipes, maxFree: maxFree}
 	go l.run()
 	return l, nil
 }
@@ -203,7 +207,7 @@ func (l *loop) run() {
 				l.finish(c, ErrAborted)
 			}
 			for _, p := range l.free {
-				closePipe(p)
+				l.closePipe(p)
 			}
 			l.mu.Unlock()
 			l.reportEnded()
@@ -292,7 +296,7 @@ func (l *loop) pump(e endpoint, events uint32) {
 	}
 	var dirs [2]bool
 	dirs[e.side] = events&readable != 0 // direction side reads from this side
-	dirs[1-e.side] = events&writable != 0 && c.dir[1-e.side].pending > 0
+	dirs[1-e.side] = events&writable != 0 && (c.dir[1-e.side].pending > 0 || c.dir[1-e.side].blocked)
 	for i, try := range dirs {
 		if !try {
 			continue
@@ -358,6 +362,13 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 			l.releasePipe(d)
 			return nil
 		}
+		if d.stream {
+			if err := l.holdPipe(d); err == errNoPipe {
+				d.stream = false // all pipes in use: copy instead
+			} else if err != nil {
+				return err
+			}
+		}
 		if !d.stream {
 			l.releasePipe(d)
 			drained, err := l.copyBurst(c, i)
@@ -365,9 +376,6 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 				return err
 			}
 			continue
-		}
-		if err := l.holdPipe(d); err != nil {
-			return err
 		}
 		n, err := rawsys.Splice(src, d.pipe.w, pipeSize)
 		switch {
@@ -403,10 +411,35 @@ func (l *loop) pumpDirection(c *conn, i int) error {
 // (EPOLLRDHUP), a short read was its last bytes, and the read that would
 // return 0 is saved as well; after an error, the source is read until it
 // reports it.
+//
+// When the engine's pipes are all in use, there is nowhere to park what
+// the sink does not take: the burst is then peeked (MSG_PEEK) rather than
+// read, and only what the sink took is consumed; the rest waits in the
+// source socket (blocked) until the sink is writable, as a spliced stream
+// waits in its pipe. One more system call per burst, no memory.
 func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 	d := &c.dir[i]
 	src, dst := c.fd[i], c.fd[1-i]
-	n, err := rawsys.Read(src, l.buf)
+	d.blocked = false
+	pipeless := false
+	if !d.pipe.valid() && len(l.free) == 0 {
+		// Make sure of a pipe to park in before reading, or peek.
+		switch err := l.holdPipe(d); err {
+		case nil:
+			defer l.releasePipe(d) // unless bytes were parked in it
+		case errNoPipe:
+			pipeless = true
+		default:
+			return false, err
+		}
+	}
+	var n int
+	var err error
+	if pipeless {
+		n, err = rawsys.RecvPeek(src, l.buf)
+	} else {
+		n, err = rawsys.Read(src, l.buf)
+	}
 	switch {
 	case err == unix.EAGAIN:
 		return true, nil
@@ -421,12 +454,14 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		d.eof = true
 		return false, nil
 	}
-	c.last = l.now
+	if !pipeless {
+		c.last = l.now
+	}
 	if c.gone[1-i] {
 		// The usual end: a client's close_notify for a backend that has
 		// closed. Dropped as a write would be, by EPIPE, without it.
 		l.sinkGone(d)
-		return true, nil
+		return true, l.consume(src, pipeless, n)
 	}
 	w, err := rawsys.Send(dst, l.buf[:n])
 	switch {
@@ -434,12 +469,25 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		w = 0
 	case peerGone(err):
 		l.sinkGone(d)
-		return true, nil
+		return true, l.consume(src, pipeless, n)
 	case err != nil:
 		return false, fmt.Errorf("write: %w", err)
 	}
 	d.moved += int64(w)
-	if w < n {
+	if pipeless {
+		if w > 0 {
+			// Peeking the same bytes again while the sink takes
+			// none is not activity.
+			c.last = l.now
+		}
+		if err := l.consume(src, true, w); err != nil {
+			return false, err
+		}
+		if w < n {
+			d.blocked = true
+			return true, l.waitWritable(c, 1-i)
+		}
+	} else if w < n {
 		if err := l.park(d, l.buf[w:n]); err != nil {
 			return false, err
 		}
@@ -460,6 +508,24 @@ func (l *loop) copyBurst(c *conn, i int) (drained bool, _ error) {
 		return false, nil
 	}
 	return true, nil
+}
+
+// consume takes n bytes that copyBurst peeked (pipeless) out of the
+// source: they were delivered, or dropped for a sink that has gone.
+func (l *loop) consume(src int, pipeless bool, n int) error {
+	for pipeless && n > 0 {
+		m, err := rawsys.Read(src, l.buf[:n])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return fmt.Errorf("read: %w", err)
+		case m == 0:
+			return nil
+		}
+		n -= m
+	}
+	return nil
 }
 
 // park puts bytes the sink did not take into the direction's pipe, to be
@@ -568,10 +634,13 @@ func (l *loop) dropPipe(d *direction) {
 	if d.pending == 0 {
 		l.putPipe(d.pipe)
 	} else {
-		closePipe(d.pipe)
+		l.closePipe(d.pipe)
 	}
 	d.pipe, d.pending = pipe{}, 0
 }
+
+// errNoPipe says that the engine's pipes are all in use.
+var errNoPipe = errors.New("relay: every pipe in use")
 
 func (l *loop) getPipe() (pipe, error) {
 	if n := len(l.free); n > 0 {
@@ -579,8 +648,12 @@ func (l *loop) getPipe() (pipe, error) {
 		l.free = l.free[:n-1]
 		return p, nil
 	}
+	if !l.pipes.take() {
+		return pipe{}, errNoPipe
+	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		l.pipes.give()
 		return pipe{}, fmt.Errorf("pipe: %w", err)
 	}
 	// A larger pipe means fewer system calls per byte; if the system
@@ -590,14 +663,15 @@ func (l *loop) getPipe() (pipe, error) {
 }
 
 func (l *loop) putPipe(p pipe) {
-	if len(l.free) < maxFreePipes {
+	if len(l.free) < l.maxFree {
 		l.free = append(l.free, p)
 		return
 	}
-	closePipe(p)
+	l.closePipe(p)
 }
 
-func closePipe(p pipe) {
+func (l *loop) closePipe(p pipe) {
 	rawsys.Close(p.r)
 	rawsys.Close(p.w)
+	l.pipes.give()
 }

@@ -13,7 +13,11 @@
 // copied through it (read, write: the fewest system calls for the small
 // records of a TLS handshake); a stream is spliced through a pipe. Pipes
 // come from a pool and are held only while bytes are in flight: what a
-// slow sink has not taken waits in one, never in user space. An idle
+// slow sink has not taken waits in one, never in user space. The pipes
+// are bounded in all (NewEngineWithPipes), so that the descriptors a
+// relay takes are known in advance: a connection that finds none copies
+// through the loop's buffer, peeking at its source and consuming only
+// what the sink took. An idle
 // connection is then a few hundred bytes of bookkeeping, where two
 // goroutines parked in io.Copy cost two stacks and two pipes.
 package relay
@@ -45,11 +49,14 @@ type Stats struct {
 	Down int64 // backend to client
 }
 
-// DescriptorsPerConn is the most file descriptors a relayed connection
-// holds: its two sockets and, while bytes are in flight both ways, a
-// splice pipe (two descriptors) per direction. Limits on concurrent
-// connections derived from the descriptor limit must count all six.
-const DescriptorsPerConn = 6
+// DescriptorsPerConn is the file descriptors a relayed connection holds
+// of its own: its two sockets. The splice pipes it uses while bytes are
+// in flight come from the engine's pipes, of which there are at most
+// MaxPipes (PipeDescriptors); a connection that finds none copies through
+// the loop's buffer, reading from its source only what the sink takes.
+// Limits on concurrent connections derived from the descriptor limit
+// count two per connection plus PipeDescriptors.
+const DescriptorsPerConn = 2
 
 // PoolDescriptors is the most file descriptors the idle pipes pooled by
 // an engine of n event loops hold.
@@ -60,20 +67,50 @@ func PoolDescriptors(n int) int {
 	return 2 * maxFreePipes * n
 }
 
+// DefaultMaxPipes bounds an engine's pipes, held and pooled, when its
+// maker gives no bound (NewEngine).
+const DefaultMaxPipes = 1024
+
+// MaxPipes is the bound on an engine's pipes for a process with the
+// given descriptor limit: a sixteenth of it, between 8 and
+// DefaultMaxPipes. A pipe only saves copying through user space, and
+// holds what a slow sink has not taken (256 KiB): 1024 of them stream a
+// few hundred connections at once at full speed, and the rest go on
+// copying.
+func MaxPipes(fdLimit int) int { return min(max(fdLimit/16, 8), DefaultMaxPipes) }
+
+// PipeDescriptors is the most file descriptors maxPipes pipes hold.
+func PipeDescriptors(maxPipes int) int { return 2 * maxPipes }
+
 // Engine runs the event loops that relay connections.
 type Engine struct {
 	loops []*loop
 	next  atomic.Uint32
+	pipes pipeBudget
 }
 
-// NewEngine starts n event loops (GOMAXPROCS if n <= 0).
-func NewEngine(n int) (*Engine, error) {
+// NewEngine starts n event loops (GOMAXPROCS if n <= 0), with at most
+// DefaultMaxPipes pipes.
+func NewEngine(n int) (*Engine, error) { return NewEngineWithPipes(n, DefaultMaxPipes) }
+
+// NewEngineWithPipes starts n event loops (GOMAXPROCS if n <= 0) that
+// hold at most maxPipes splice pipes among them, in use and pooled
+// (DefaultMaxPipes if maxPipes <= 0), so that the descriptors a relay
+// may take are known in advance, whatever the connections do.
+func NewEngineWithPipes(n, maxPipes int) (*Engine, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
+	if maxPipes <= 0 {
+		maxPipes = DefaultMaxPipes
+	}
 	e := &Engine{}
+	e.pipes.max = int64(maxPipes)
+	// Each loop keeps idle pipes for reuse, but not so many that
+	// another loop finds none.
+	maxFree := min(maxFreePipes, max(maxPipes/n, 1))
 	for range n {
-		l, err := newLoop()
+		l, err := newLoop(&e.pipes, maxFree)
 		if err != nil {
 			e.Close()
 			return nil, err
@@ -198,6 +235,23 @@ func detachFD(c net.Conn) (int, error) {
 	return fd, nil
 }
 
+// pipeBudget counts an engine's pipes against its bound.
+type pipeBudget struct {
+	n   atomic.Int64
+	max int64
+}
+
+// take counts one more pipe, unless the bound is reached.
+func (b *pipeBudget) take() bool {
+	if b.n.Add(1) > b.max {
+		b.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (b *pipeBudget) give() { b.n.Add(-1) }
+
 // conn is one relayed connection: side 0 is the client, side 1 the
 // backend; dir[0] moves client to backend (up), dir[1] the other way.
 type conn struct {
@@ -221,6 +275,7 @@ type direction struct {
 	pipe    pipe
 	pending int   // bytes in the pipe
 	stream  bool  // the last burst filled the buffer: splice
+	blocked bool  // no pipe: bytes wait in the source until the sink is writable
 	moved   int64 // bytes delivered to the sink
 	eof     bool  // the source ended its stream
 	shut    bool  // the end was passed on (shutdown(SHUT_WR) of the sink)

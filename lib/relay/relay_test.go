@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -437,4 +438,98 @@ func awaitClean(t *testing.T, result <-chan error) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("relay did not finish")
 	}
+}
+
+// pipeFDs counts this process's pipe descriptors.
+func pipeFDs(t testing.TB) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRelayPipeBound relays 12 connections at once, 8 MiB each way, to
+// readers that wait before reading so that every direction meets
+// backpressure, through an engine allowed 3 pipes: at no time does it
+// hold more, every byte arrives unchanged, and connections without a
+// pipe leave what their sink has not taken in the source socket.
+func TestRelayPipeBound(t *testing.T) {
+	const conns, size, maxPipes = 12, 8 << 20, 3
+	e, err := NewEngineWithPipes(2, maxPipes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	base := pipeFDs(t)
+	start := make(chan struct{})
+	done := make(chan struct{})
+	mostc := make(chan int)
+	go func() {
+		most := 0
+		for {
+			most = max(most, pipeFDs(t)-base)
+			select {
+			case <-done:
+				mostc <- most
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	failures := make(chan string, 4*conns)
+	for i := range conns {
+		client, server, result, stats := proxied(t, e, time.Minute)
+		send := func(dst net.Conn, seed byte) {
+			defer wg.Done()
+			io.Copy(dst, io.LimitReader(rand.NewChaCha8([32]byte{seed}), size))
+			dst.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		receive := func(src net.Conn, seed byte) {
+			defer wg.Done()
+			<-start
+			want := sha256.New()
+			io.Copy(want, io.LimitReader(rand.NewChaCha8([32]byte{seed}), size))
+			got := sha256.New()
+			if n, _ := io.Copy(got, src); n != size || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+				failures <- fmt.Sprintf("connection %d: %d bytes received, changed or cut", i, n)
+			}
+		}
+		wg.Add(4)
+		go send(client, byte(2*i))
+		go send(server, byte(2*i+1))
+		go receive(server, byte(2*i))
+		go receive(client, byte(2*i+1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := <-result; err != nil {
+				failures <- fmt.Sprintf("connection %d: %v", i, err)
+			}
+			if stats.Up != size || stats.Down != size {
+				failures <- fmt.Sprintf("connection %d: stats %+v", i, *stats)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // let the backpressure build up
+	close(start)
+	wg.Wait()
+	close(done)
+	most := <-mostc
+	close(failures)
+	for f := range failures {
+		t.Error(f)
+	}
+	if most > 2*maxPipes {
+		t.Errorf("%d pipe descriptors open at once, want at most %d", most, 2*maxPipes)
+	}
+	t.Logf("%d connections, 8 MiB each way, through at most %d pipes: at most %d pipe descriptors open", conns, maxPipes, most)
 }
