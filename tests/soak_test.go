@@ -63,10 +63,13 @@ type soakTarget struct {
 
 // soakTally collects what the clients did.
 type soakTally struct {
-	mu       sync.Mutex
-	conns    map[string]int
-	wire     map[string]int64 // bytes sent up by clients, hello included
-	down     map[string]int64
+	mu    sync.Mutex
+	conns map[string]int
+	wire  map[string]int64 // bytes sent up by clients, hello included
+	down  map[string]int64
+	// silent counts transfers with nothing to send down: snilisten logs
+	// those no_answer (the backend never sent a byte), not ok.
+	silent   map[string]int
 	verified int64
 	failures []string
 }
@@ -75,9 +78,12 @@ func (s *soakTally) record(target string, o xferOutcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
-		s.conns, s.wire, s.down = map[string]int{}, map[string]int64{}, map[string]int64{}
+		s.conns, s.wire, s.down, s.silent = map[string]int{}, map[string]int64{}, map[string]int64{}, map[string]int{}
 	}
 	s.conns[target]++
+	if o.Spec.Down == 0 {
+		s.silent[target]++
+	}
 	s.wire[target] += o.Wire
 	s.down[target] += o.Spec.Down
 	s.verified += o.Verified
@@ -254,11 +260,16 @@ func TestSoakUnix(t *testing.T) {
 		case "front":
 			s = d.s
 		}
-		want := tally.conns[tg.name] + warmConns(warm, tg.name)
+		silent := tally.silent[tg.name] + warm.silent[tg.name]
+		want := tally.conns[tg.name] + warmConns(warm, tg.name) - silent
 		waitFor(t, 30*time.Second, "a log line per "+tg.name+" connection", func() bool {
-			return len(logLines(s.Proc, "sni="+tg.sni, "outcome=ok")) >= want
+			return len(logLines(s.Proc, "sni="+tg.sni, "outcome=ok")) >= want &&
+				len(logLines(s.Proc, "sni="+tg.sni, "outcome=no_answer")) >= silent
 		})
-		up := sumLogField(s.Proc, "up", "sni="+tg.sni, "outcome=ok")
+		if n := len(logLines(s.Proc, "sni="+tg.sni, "outcome=no_answer")); n != silent {
+			t.Errorf("%s: %d connections logged no_answer, want %d (the transfers with nothing to send down)", tg.name, n, silent)
+		}
+		up := sumLogField(s.Proc, "up", "sni="+tg.sni, "outcome=ok") + sumLogField(s.Proc, "up", "sni="+tg.sni, "outcome=no_answer")
 		down := sumLogField(s.Proc, "down", "sni="+tg.sni, "outcome=ok")
 		if wantUp, wantDown := tally.wire[tg.name]+warm.wire[tg.name], tally.down[tg.name]+warm.down[tg.name]; up != wantUp || down != wantDown {
 			t.Errorf("%s: log says up=%d down=%d, clients moved up=%d down=%d", tg.name, up, down, wantUp, wantDown)
@@ -269,8 +280,8 @@ func TestSoakUnix(t *testing.T) {
 		return len(logLines(a.s.Proc, "sni=handoff.example.test", "outcome=handoff")) >= want
 	})
 	for _, in := range insts {
-		if n := len(logLines(in.s.Proc, "outcome=")) - len(logLines(in.s.Proc, "outcome=ok")) - len(logLines(in.s.Proc, "outcome=handoff")); n != 0 {
-			t.Errorf("%d connections ended otherwise than ok or handoff:\n%s", n, strings.Join(logLines(in.s.Proc, "level=WARN"), "\n"))
+		if n := len(logLines(in.s.Proc, "outcome=")) - len(logLines(in.s.Proc, "outcome=ok")) - len(logLines(in.s.Proc, "outcome=handoff")) - len(logLines(in.s.Proc, "outcome=no_answer")); n != 0 {
+			t.Errorf("%d connections ended otherwise than ok, no_answer or handoff:\n%s", n, strings.Join(logLines(in.s.Proc, "level=WARN"), "\n"))
 		}
 	}
 	for _, p := range fsrv.Peers() {
@@ -352,9 +363,14 @@ func TestSoakNetns(t *testing.T) {
 	}
 	for name, m := range map[string]string{"tcp": mTCP, "nat46": mNAT} {
 		want := float64(tally.conns[name] + 1)
+		silent := float64(tally.silent[name])
 		waitFor(t, 30*time.Second, name+" connections counted", func() bool {
-			return metricValue(t, m, "snilisten_connections_finished_total", `outcome="ok"`) >= want
+			return metricValue(t, m, "snilisten_connections_finished_total", `outcome="ok"`) >= want-silent &&
+				metricValue(t, m, "snilisten_connections_finished_total", `outcome="no_answer"`) >= silent
 		})
+		if got := metricValue(t, m, "snilisten_connections_finished_total", `outcome="no_answer"`); got != silent {
+			t.Errorf("%s: %v connections counted no_answer, want %v (the transfers with nothing to send down)", name, got, silent)
+		}
 		if got := metricValue(t, m, "snilisten_connections_accepted_total", ""); got != want {
 			t.Errorf("%s: %v connections accepted, want %v", name, got, want)
 		}
