@@ -122,7 +122,7 @@ bench-quick: all
 # The long forms of the reliability suite (tests/RELIABILITY.md); the
 # soak lasts SNITOOLS_SOAK_DURATION (5m) in unix mode.
 soak: all
-	SNITOOLS_SOAK=1 $(GO) test -count=1 -timeout 60m -run 'Soak|Reliability|Hostile' -v ./tests/
+	SNITOOLS_SOAK=1 $(GO) test -count=1 -timeout 60m -run 'Soak|Reliability|Hostile|Admission|Refusal|Destinations|HandoffTrust' -v ./tests/
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
