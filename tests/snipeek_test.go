@@ -179,9 +179,9 @@ func TestSnipeekFileErrors(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "snipeek ") {
 		t.Errorf("-version: exit %d, %q", code, out)
 	}
-	_, errOut, code := spRun(t, nil, "-h")
-	if code != 0 || !strings.Contains(errOut, "-default-hostname") {
-		t.Errorf("-h: exit %d, %q", code, errOut)
+	out, _, code = spRun(t, nil, "-h")
+	if code != 0 || !strings.Contains(out, "-default-hostname") {
+		t.Errorf("-h: exit %d, %q", code, out)
 	}
 }
 

@@ -8,20 +8,17 @@ package main
 import (
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/snitools/snitools/lib/cli"
 	"github.com/snitools/snitools/lib/shim"
-	"github.com/snitools/snitools/lib/version"
 )
 
-const usage = `usage: bindshim [-d dir] [-p port] [-m mode] [-g group] [-trust-uid uid]...
+const synopsis = `usage: bindshim [-d dir] [-p port] [-m mode] [-g group] [-trust-uid uid]...
                 [-replace] [-handoff] [-header-timeout duration] host
                 [-alias name]... [--] command [arg...]
 
@@ -46,120 +43,74 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
-func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	var (
-		cfg      = shim.Config{GID: -1}
-		aliases  listFlag
-		trust    listFlag
-		mode     string
-		group    string
-		showVers bool
+		cfg     = shim.Config{GID: -1}
+		aliases listFlag
+		trust   listFlag
+		c       = cli.New("bindshim", synopsis, stdout, stderr)
+		fs      = c.Flags
+		mode    = fs.String("m", "0660", "octal `mode` of the socket file")
+		group   = fs.String("g", "", "`group` (name or number) of the socket file (default: the directory's if set-group-ID, as /var/tls is; else the server's)")
 	)
-	fs := flag.NewFlagSet("bindshim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
 	fs.StringVar(&cfg.Dir, "d", "/var/tls", "`dir`ectory of the UNIX socket")
 	fs.IntVar(&cfg.Port, "p", 443, "TCP `port` whose binds become the socket")
-	fs.StringVar(&mode, "m", "0660", "octal `mode` of the socket file")
-	fs.StringVar(&group, "g", "", "`group` (name or number) of the socket file (default: the directory's if set-group-ID, as /var/tls is; else the server's)")
 	fs.Var(&trust, "trust-uid", "`uid` (name or number) besides root allowed to send PROXY headers (with -handoff: to hand over connections, as the server's own uid may); repeatable")
 	fs.BoolVar(&cfg.Replace, "replace", false, "take over a live socket and aliases, for a restart without downtime")
 	fs.BoolVar(&cfg.Handoff, "handoff", false, "receive each client's TCP socket from snilisten over a SOCK_SEQPACKET socket, instead of a stream with a PROXY header")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", time.Second, "how long to wait for a connection's PROXY header or handoff message")
 	fs.Var(&aliases, "alias", "another host `name` for the same server; repeatable, also after host")
-	fs.BoolVar(&showVers, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if showVers {
-		version.Print()
-		return 0
+	if status, done := c.Parse(args); done {
+		return status
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "bindshim: missing host (see -h)")
-		return 2
+		return c.Usage("missing host (see -h)")
 	}
 	cfg.Host = rest[0]
 	// -alias may follow the host: bindshim a.example -alias b.example -- cmd
 	after := flag.NewFlagSet("bindshim", flag.ContinueOnError)
-	after.SetOutput(stderr)
-	after.Usage = fs.Usage
 	after.Var(&aliases, "alias", "")
-	if err := after.Parse(rest[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if status, done := c.ParseMore(after, rest[1:]); done {
+		return status
 	}
 	command := after.Args()
 	if len(command) == 0 {
-		fmt.Fprintln(stderr, "bindshim: missing command to run (see -h)")
-		return 2
+		return c.Usage("missing command to run (see -h)")
 	}
 	cfg.Aliases = aliases
 
-	m, err := strconv.ParseUint(mode, 8, 32)
+	m, err := strconv.ParseUint(*mode, 8, 32)
 	if err != nil {
-		fmt.Fprintf(stderr, "bindshim: -m %q: want an octal mode such as 0660\n", mode)
-		return 2
+		return c.Usage("-m %q: want an octal mode such as 0660", *mode)
 	}
 	cfg.Mode = os.FileMode(m)
-	if group != "" {
-		if cfg.GID, err = shim.LookupGID(group); err != nil {
-			fmt.Fprintf(stderr, "bindshim: -g %s: %v\n", group, err)
-			return 2
+	if *group != "" {
+		if cfg.GID, err = shim.LookupGID(*group); err != nil {
+			return c.Usage("-g %s: %v", *group, err)
 		}
 	}
 	for _, u := range trust {
 		uid, err := shim.LookupUID(u)
 		if err != nil {
-			fmt.Fprintf(stderr, "bindshim: -trust-uid %s: %v\n", u, err)
-			return 2
+			return c.Usage("-trust-uid %s: %v", u, err)
 		}
 		cfg.TrustUIDs = append(cfg.TrustUIDs, uid)
 	}
 	if err := cfg.Check(); err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 2
+		return c.Usage("%v", err)
 	}
 
 	exe, err := os.Executable()
 	if err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 1
+		return c.Fail("%v", err)
 	}
 	lib, err := shim.FindLibrary(exe, os.Getenv("BINDSHIM_LIBRARY"))
 	if err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 1
+		return c.Fail("%v", err)
 	}
-	env, err := cfg.Environ(os.Environ(), lib)
-	if err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 1
-	}
-	path, err := exec.LookPath(command[0])
-	if err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 1
-	}
-	if err := shim.Preloadable(path); err != nil {
-		fmt.Fprintf(stderr, "bindshim: warning: %v\n", err)
-	}
-	if err := cfg.LinkAliases(); err != nil {
-		fmt.Fprintf(stderr, "bindshim: %v\n", err)
-		return 1
-	}
-	err = syscall.Exec(path, command, env)
-	fmt.Fprintf(stderr, "bindshim: exec %s: %v\n", path, err)
-	return 1
+	err = cfg.Exec(lib, command, os.Environ(), func(err error) { c.Warn("%v", err) })
+	return c.Fail("%v", err)
 }

@@ -5,18 +5,16 @@ package main
 
 import (
 	"bufio"
-	"flag"
-	"fmt"
+	"io"
 	"os"
-	"syscall"
-	"unsafe"
 
+	"github.com/snitools/snitools/lib/cli"
 	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/nat46/filter"
-	"github.com/snitools/snitools/lib/version"
+	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: nat46calc [-p prefix] address|prefix ...
+const synopsis = `usage: nat46calc [-p prefix] address|prefix ...
        nat46calc [-p prefix] [-4 | -6] [-u] < input > output
 
 Translate IPv4 addresses to their NAT46 IPv6 embedding and back (RFC 6052).
@@ -25,94 +23,88 @@ addresses in standard input (a log filter).
 
 `
 
-func main() {
-	flag.Usage = func() {
-		fmt.Fprint(flag.CommandLine.Output(), usage)
-		flag.PrintDefaults()
-	}
-	prefixFlag := flag.String("p", "", "NAT46 `prefix`: /32, /40, /48, /56, /64 or /96, a bare address meaning /96 (default $NAT46_PREFIX, else "+nat46.DefaultPrefix.String()+")")
-	to4 := flag.Bool("4", false, "filter: rewrite IPv6 addresses inside the prefix to IPv4 (the default)")
-	to6 := flag.Bool("6", false, "filter: rewrite IPv4 addresses to their IPv6 embedding")
-	unbuffered := flag.Bool("u", false, "filter: write each line out as soon as it is read (the default when standard output is a terminal)")
-	showVersion := flag.Bool("version", false, "print the version and exit")
-	flag.Parse()
-	if *showVersion {
-		version.Print()
-		return
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var (
+		c          = cli.New("nat46calc", synopsis, stdout, stderr)
+		prefixFlag = c.Flags.String("p", "", "NAT46 `prefix`: /32, /40, /48, /56, /64 or /96, a bare address meaning /96 (default $NAT46_PREFIX, else "+nat46.DefaultPrefix.String()+")")
+		to4        = c.Flags.Bool("4", false, "filter: rewrite IPv6 addresses inside the prefix to IPv4 (the default)")
+		to6        = c.Flags.Bool("6", false, "filter: rewrite IPv4 addresses to their IPv6 embedding")
+		unbuffered = c.Flags.Bool("u", false, "filter: write each line out as soon as it is read (the default when standard output is a terminal)")
+	)
+	if status, done := c.Parse(args); done {
+		return status
 	}
 
 	prefix := nat46.DefaultPrefix
 	if env := os.Getenv("NAT46_PREFIX"); env != "" {
 		p, err := nat46.ParsePrefix(env)
 		if err != nil && *prefixFlag == "" {
-			usageError("NAT46_PREFIX: %v", err)
+			return c.Usage("NAT46_PREFIX: %v", err)
 		}
 		prefix = p
 	}
 	if *prefixFlag != "" {
 		p, err := nat46.ParsePrefix(*prefixFlag)
 		if err != nil {
-			usageError("-p: %v", err)
+			return c.Usage("-p: %v", err)
 		}
 		prefix = p
 	}
 
-	if flag.NArg() > 0 {
+	if c.Flags.NArg() > 0 {
 		switch {
 		case *to4:
-			usageError("-4: only without address arguments (filter mode)")
+			return c.Usage("-4: only without address arguments (filter mode)")
 		case *to6:
-			usageError("-6: only without address arguments (filter mode)")
+			return c.Usage("-6: only without address arguments (filter mode)")
 		case *unbuffered:
-			usageError("-u: only without address arguments (filter mode)")
+			return c.Usage("-u: only without address arguments (filter mode)")
 		}
-		os.Exit(translate(prefix, flag.Args()))
+		return translate(c, prefix, c.Flags.Args())
 	}
 	if *to4 && *to6 {
-		usageError("-4 and -6: give one direction")
+		return c.Usage("-4 and -6: give one direction")
 	}
 	dir := filter.ToIPv4
 	if *to6 {
 		dir = filter.ToIPv6
 	}
-	lineBuffered := *unbuffered || isTerminal(os.Stdout)
-	if _, err := filter.New(prefix, dir).Copy(os.Stdout, os.Stdin, lineBuffered); err != nil {
-		fmt.Fprintf(os.Stderr, "nat46calc: %v\n", err)
-		os.Exit(1)
+	lineBuffered := *unbuffered || isTerminal(stdout)
+	if _, err := filter.New(prefix, dir).Copy(stdout, os.Stdin, lineBuffered); err != nil {
+		return c.Fail("%v", err)
 	}
+	return cli.ExitOK
 }
 
 // translate prints the translation of each argument, in order, and an
 // error for each one that has none; it returns the exit status.
-func translate(prefix nat46.Prefix, args []string) int {
-	out := bufio.NewWriter(os.Stdout)
-	status := 0
+func translate(c *cli.Command, prefix nat46.Prefix, args []string) int {
+	out := bufio.NewWriter(c.Stdout)
+	status := cli.ExitOK
 	for _, arg := range args {
 		s, err := prefix.Translate(arg)
 		if err != nil {
 			out.Flush()
-			fmt.Fprintf(os.Stderr, "nat46calc: %v\n", err)
-			status = 1
+			status = c.Fail("%v", err)
 			continue
 		}
 		out.WriteString(s + "\n")
 	}
 	if err := out.Flush(); err != nil {
-		fmt.Fprintf(os.Stderr, "nat46calc: write: %v\n", err)
-		return 1
+		return c.Fail("write: %v", err)
 	}
 	return status
 }
 
-// isTerminal reports whether f is a terminal (TCGETS succeeds), as for
+// isTerminal reports whether w is a terminal (TCGETS succeeds), as for
 // stdio's line buffering.
-func isTerminal(f *os.File) bool {
-	var t syscall.Termios
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
-	return errno == 0
-}
-
-func usageError(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "nat46calc: "+format+"\n", args...)
-	os.Exit(2)
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -5,8 +5,7 @@ package main
 
 import (
 	"errors"
-	"flag"
-	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,14 +21,17 @@ import (
 	"github.com/snitools/snitools/lib/redirect"
 )
 
-func main() { os.Exit(run()) }
+const synopsis = "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n"
 
-func run() int {
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		listens           listener.Specs
 		allow             = &backend.AllowList{}
 		fronts            proxyheader.Trusted
-		fs                = flag.NewFlagSet("redirect80", flag.ContinueOnError)
+		c                 = cli.New("redirect80", synopsis, stdout, stderr)
+		fs                = c.Flags
 		acme              = fs.String("acme", "", "forward ACME HTTP-01 challenges: unix:DIR (socket DIR/<host>) or tcp (the host's own address, within -backend-cidr)")
 		acmePort          = fs.Int("acme-port", 80, "port of the backends' HTTP servers (-acme tcp)")
 		acmeTimeout       = fs.Duration("acme-timeout", redirect.DefaultACMETimeout, "time a backend has to answer a challenge")
@@ -46,14 +48,13 @@ func run() int {
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd, else tcp:80)")
 	fs.Var(&fronts, "accept-proxy", "`CIDR` of trusted load balancers whose connections begin with a PROXY header (repeatable)")
 	fs.Var(allow, "backend-cidr", "`CIDR` an -acme tcp backend address must lie in (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: redirect80 [-listen SPEC]... [-acme unix:DIR | -acme tcp -backend-cidr CIDR...] [flags]\n")
-		fs.PrintDefaults()
-	}
-	if status, done := cli.Parse(fs, os.Args[1:]); done {
+	if status, done := c.Parse(args); done {
 		return status
 	}
-	usage := func(format string, a ...any) int { return cli.Usage("redirect80", format, a...) }
+	if status, done := c.NoArgs(); done {
+		return status
+	}
+	usage := c.Usage
 	for name, d := range map[string]time.Duration{"-header-timeout": *headerTimeout, "-idle-timeout": *idleTimeout, "-acme-timeout": *acmeTimeout, "-shutdown-timeout": *shutdownTimeout} {
 		if d <= 0 {
 			return usage("%s %v: must be more than 0", name, d)
@@ -92,7 +93,7 @@ func run() int {
 			return usage("-metrics-listen: %v", err)
 		}
 	}
-	log, err := logging.New(os.Stderr, *logFormat, false)
+	log, err := logging.New(stderr, *logFormat, false)
 	if err != nil {
 		return usage("-log-format: %v", err)
 	}
@@ -106,8 +107,7 @@ func run() int {
 		lns, err = listener.Open([]string{"tcp:80"})
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
-		return 1
+		return c.Fail("%v", err)
 	}
 	allow.DenyListeners(lns)
 	cfg := redirect.Config{
@@ -120,8 +120,7 @@ func run() int {
 		cfg.Observer = metrics.NewRedirect(reg)
 		ms, err := metrics.Listen(*metricsListen, reg)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "redirect80: %v\n", err)
-			return 1
+			return c.Fail("%v", err)
 		}
 		defer ms.Close()
 		log.Info("metrics", "address", ms.Addr().String())

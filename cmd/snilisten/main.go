@@ -4,8 +4,8 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -47,15 +47,18 @@ func (p *proxyFlag) Set(s string) error {
 	return nil
 }
 
-func main() { os.Exit(run()) }
+const synopsis = "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n"
 
-func run() int {
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		listens         listener.Specs
 		allow           = &backend.AllowList{}
 		fronts          proxyheader.Trusted
 		proxy           proxyFlag
-		fs              = flag.NewFlagSet("snilisten", flag.ContinueOnError)
+		c               = cli.New("snilisten", synopsis, stdout, stderr)
+		fs              = c.Flags
 		mode            = fs.String("mode", "unix", "how backends are found: unix, tcp or nat46")
 		unixDir         = fs.String("unix-directory", "/var/tls", "directory of backend sockets, one per host name (unix mode)")
 		backendPort     = fs.Int("backend-port", 0, "backend port in tcp mode (default: the port the client connected to)")
@@ -80,16 +83,14 @@ func run() int {
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
 	srvPorts := backend.Ports(backend.DefaultSRVPorts)
 	fs.Var(&srvPorts, "srv-ports", "`PORTS` (comma-separated) an SRV target may have (tcp and nat46 modes; '' allows none)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: snilisten [-listen SPEC]... [-mode unix] [-unix-directory DIR] [-proxy-proto[=v1|v2]] [flags]\n")
-		fs.PrintDefaults()
-	}
-	if status, done := cli.Parse(fs, os.Args[1:]); done {
+	if status, done := c.Parse(args); done {
 		return status
 	}
-	usage := func(format string, a ...any) int { return cli.Usage("snilisten", format, a...) }
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if status, done := c.NoArgs(); done {
+		return status
+	}
+	usage := c.Usage
+	set := c.Given()
 	dialer, err := newDialer(*mode, set, *unixDir, allow, *backendPort, *nat46Prefix)
 	if err != nil {
 		return usage("%v", err)
@@ -128,7 +129,7 @@ func run() int {
 	} else if *metricsPerBackend {
 		return usage("-metrics-per-backend: needs -metrics-listen")
 	}
-	log, err := logging.New(os.Stderr, *logFormat, false)
+	log, err := logging.New(stderr, *logFormat, false)
 	if err != nil {
 		return usage("-log-format: %v", err)
 	}
@@ -139,8 +140,7 @@ func run() int {
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	lns, err := listener.Open(listens)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
-		return 1
+		return c.Fail("%v", err)
 	}
 	allow.DenyListeners(lns)
 	cfg := dispatch.Config{
@@ -155,16 +155,14 @@ func run() int {
 		cfg.Observer = metrics.NewDispatcher(reg, *metricsPerBackend)
 		ms, err := metrics.Listen(*metricsListen, reg)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
-			return 1
+			return c.Fail("%v", err)
 		}
 		defer ms.Close()
 		log.Info("metrics", "address", ms.Addr().String())
 	}
 	srv, err := dispatch.New(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "snilisten: %v\n", err)
-		return 1
+		return c.Fail("%v", err)
 	}
 	defer srv.Close()
 	return cli.Serve(srv, lns, signals, *shutdownTimeout, log, "mode", *mode)

@@ -2,20 +2,9 @@
 // Makefile from `git describe` (-ldflags -X).
 package version
 
-import (
-	"fmt"
-	"os"
-	"path/filepath"
-)
-
 // Version is the release this build comes from; "dev" outside the Makefile.
 var Version = "dev"
 
 // LibDir is where `make install` puts helper libraries such as
 // libbindshim.so; set at link time.
 var LibDir = "/usr/local/lib/snitools"
-
-// Print writes "<command> <version>" to standard output, for -version flags.
-func Print() {
-	fmt.Printf("%s %s\n", filepath.Base(os.Args[0]), Version)
-}
