@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -183,71 +182,6 @@ func waitScrape(t testing.TB, addr, what string, cond func(*scrape) bool) *scrap
 		return cond(s)
 	})
 	return last
-}
-
-// proxyEchoBackend accepts connections on the UNIX socket dir/name that
-// begin with a PROXY header, and echoes every byte after it, half-closing
-// when the client does.
-func proxyEchoBackend(t testing.TB, dir, name string) {
-	t.Helper()
-	ul, err := net.Listen("unix", filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := &proxyproto.Listener{Listener: ul, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				if uc, ok := c.(*proxyproto.Conn).UnixConn(); ok {
-					uc.CloseWrite()
-				}
-			}()
-		}
-	}()
-}
-
-// recordingBackend is an HTTPS backend on the UNIX socket dir/name that
-// requires a PROXY header and records the client address each header
-// announced, whether or not a request follows.
-type recordingBackend struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func newRecordingBackend(t testing.TB, dir, name string) *recordingBackend {
-	t.Helper()
-	ul, err := net.Listen("unix", filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb := &recordingBackend{}
-	ln := &proxyproto.Listener{Listener: ul, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, backendReply(name, r)) }),
-		TLSConfig: testPKI(t).ServerConfig(),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			if st == http.StateNew {
-				rb.mu.Lock()
-				rb.seen = append(rb.seen, c.RemoteAddr().String())
-				rb.mu.Unlock()
-			}
-		}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return rb
-}
-
-// Seen lists the client addresses the backend was told about.
-func (rb *recordingBackend) Seen() []string {
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	return slices.Clone(rb.seen)
 }
 
 // proxyHeaderBytes formats a PROXY header of the given version claiming

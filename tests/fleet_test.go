@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,7 +35,7 @@ func TestFleetHAProxy(t *testing.T) {
 	need(t, "haproxy")
 	dir := socketDir(t)
 	unixBackend(t, dir, "web.example.test", true)
-	proxyEchoBackend(t, dir, "echo.example.test")
+	startBackend(t, "unix", filepath.Join(dir, "echo.example.test"), "echo.example.test", backendOpts{Mode: modeEcho, Proxy: true})
 	s1, m1 := startSnilistenMetrics(t, fleetArgs(dir)...)
 	s2, m2 := startSnilistenMetrics(t, fleetArgs(dir)...)
 	front := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -167,7 +168,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 	need(t, "haproxy")
 	netnsSetup(t, []string{"192.0.2.1/32", "192.0.2.10/32", "2001:db8:5ba7::10/128"},
 		"127.0.0.1 localhost\n2001:db8:5ba7::10 app.example.test\n", "nameserver 127.0.0.53\n")
-	seenBy := recordingHTTPS(t, "[2001:db8:5ba7::10]:443", "app")
+	seenBy := startBackend(t, "tcp", "[2001:db8:5ba7::10]:443", "app", backendOpts{}).Requests
 
 	args := []string{"-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96", "-backend-cidr", "2001:db8:5ba7::/64", "-accept-proxy", "127.0.0.1/32", "-metrics-per-backend"}
 	s1, m1 := startSnilistenMetrics(t, args...)
@@ -207,7 +208,7 @@ func TestFleetHAProxyNAT46(t *testing.T) {
 // nowhere. A trusted front must send a valid header naming a client.
 func TestSnilistenSpoofedProxyHeader(t *testing.T) {
 	dir := socketDir(t)
-	rb := newRecordingBackend(t, dir, "web.example.test")
+	rb := startBackend(t, "unix", filepath.Join(dir, "web.example.test"), "web.example.test", backendOpts{Proxy: true})
 	s, maddr := startSnilistenMetrics(t, "-unix-directory", dir, "-proxy-proto", "-accept-proxy", "127.0.0.1/32", "-peek-timeout", "500ms")
 	const forged = "203.0.113.77"
 
@@ -250,13 +251,13 @@ func TestSnilistenSpoofedProxyHeader(t *testing.T) {
 	if strings.Contains(s.Output(), forged) {
 		t.Errorf("the forged address appears in the log:\n%s", s.Output())
 	}
-	for _, a := range rb.Seen() {
+	for _, a := range rb.Conns() {
 		if strings.Contains(a, forged) {
 			t.Errorf("the backend was told about the forged address: %s", a)
 		}
 	}
-	if n := len(rb.Seen()); n != 4 {
-		t.Errorf("backend saw %d connections %q, want the 4 controls", n, rb.Seen())
+	if n := len(rb.Conns()); n != 4 {
+		t.Errorf("backend saw %d connections %q, want the 4 controls", n, rb.Conns())
 	}
 	if n := len(logLines(s.Proc, "client="+genuine+":", "front=127.0.0.1:", "outcome=ok")); n != 3 {
 		t.Errorf("%d log lines with the announced client and the front, want 3", n)
@@ -291,8 +292,8 @@ func TestSnilistenSpoofedProxyHeader(t *testing.T) {
 	if n := len(logLines(s.Proc, "outcome=health_check")); n != 0 {
 		t.Errorf("%d health checks logged, want none", n)
 	}
-	if n := len(rb.Seen()); n != 4 {
-		t.Errorf("the backend saw connections from a misbehaving front: %q", rb.Seen())
+	if n := len(rb.Conns()); n != 4 {
+		t.Errorf("the backend saw connections from a misbehaving front: %q", rb.Conns())
 	}
 	if got := m.outcome("not_tls"); got != 2 {
 		t.Errorf("not_tls = %v, want 2 (the forged headers)", got)

@@ -1,15 +1,11 @@
 package tests
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -93,29 +89,4 @@ func watchListener(t *testing.T, addr string) *int64 {
 		}
 	}()
 	return &hits
-}
-
-// recordingHTTPS serves HTTPS on addr answering backendReply for name,
-// and returns a function listing the client addresses it has seen.
-func recordingHTTPS(t *testing.T, addr, name string) func() []string {
-	t.Helper()
-	var mu sync.Mutex
-	var seen []string
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{TLSConfig: testPKI(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.RemoteAddr)
-		mu.Unlock()
-		io.WriteString(w, backendReply(name, r))
-	})}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(seen)
-	}
 }

@@ -1,22 +1,18 @@
 package tests
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pires/go-proxyproto"
 	"golang.org/x/crypto/cryptobyte"
 )
 
@@ -67,48 +63,6 @@ func socketDir(t testing.TB) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
 }
-
-// unixBackend serves HTTPS on the socket dir/name. With proxyHeader, the
-// listener expects a PROXY header first (go-proxyproto) and the reply
-// shows the address and the authority TLV it carried.
-func unixBackend(t testing.TB, dir, name string, proxyHeader bool) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if proxyHeader {
-		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, backendReply(name, r))
-		if h, ok := r.Context().Value(headerKey{}).(*proxyproto.Header); ok && h != nil {
-			tlvs, _ := h.TLVs()
-			for _, tlv := range tlvs {
-				if tlv.Type == proxyproto.PP2_TYPE_AUTHORITY {
-					fmt.Fprintf(w, "authority=%s\n", tlv.Value)
-				}
-			}
-			fmt.Fprintf(w, "proxy_version=%d\n", h.Version)
-		}
-	})
-	srv := &http.Server{Handler: mux, TLSConfig: testPKI(t).ServerConfig(),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				if pc, ok := tc.NetConn().(*proxyproto.Conn); ok {
-					return context.WithValue(ctx, headerKey{}, pc.ProxyHeader())
-				}
-			}
-			return ctx
-		}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return path
-}
-
-type headerKey struct{}
 
 // tlsDial completes a TLS handshake with sni through addr.
 func tlsDial(t testing.TB, addr, sni string) (*tls.Conn, error) {

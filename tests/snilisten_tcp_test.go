@@ -15,24 +15,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/pires/go-proxyproto"
 
 	"github.com/snitools/snitools/lib/nat46"
 )
-
-// tcpBackend serves HTTPS on addr (inside a namespace), answering
-// backendReply; with proxyHeader it requires a PROXY header first.
-func tcpBackend(t *testing.T, addr, name string, proxyHeader bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("backend %s on %s: %v", name, addr, err)
-	}
-	if proxyHeader {
-		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	}
-	serveHTTPS(t, ln, name)
-}
 
 // getFrom makes one HTTPS request for sni through addr from the local
 // address src (any if empty), offering alpn if given.
@@ -206,7 +191,7 @@ func TestSnilistenNAT46Mode(t *testing.T) {
 			"2001:db8:5ba7::10 app.example.test\n192.0.2.1 app.example.test\n"+
 			"2001:db8:bad::1 evil.example.test\n192.0.2.1 evil.example.test\n",
 		"nameserver 127.0.0.53\n")
-	seenBy := recordingHTTPS(t, "[2001:db8:5ba7::10]:443", "app")
+	seenBy := startBackend(t, "tcp", "[2001:db8:5ba7::10]:443", "app", backendOpts{}).Requests
 	forbidden := watchListener(t, "[2001:db8:bad::1]:443")
 
 	s := startSnilistenOn(t, "tcp:192.0.2.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::", "-backend-cidr", "2001:db8:5ba7::/80", "-listen", "tcp:[::1]:443")

@@ -235,30 +235,6 @@ func TestSnilistenTraversal(t *testing.T) {
 	waitFor(t, 5*time.Second, "an invalid_name log line per bad name", func() bool { return len(logLines(s.Proc, "outcome=invalid_name")) >= 13 })
 }
 
-// echoBackend accepts raw (non-TLS) connections on dir/name and echoes
-// every byte, the ClientHello included, half-closing when the client does.
-func echoBackend(t testing.TB, dir, name string) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.UnixConn).CloseWrite()
-			}()
-		}
-	}()
-}
-
 // TestSnilistenIntegrity sends 256 MiB each way at the same time through
 // the relay and checks both with SHA-256.
 func TestSnilistenIntegrity(t *testing.T) {

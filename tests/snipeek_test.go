@@ -213,11 +213,7 @@ func spBackends(t *testing.T) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	for _, name := range []string{"a.example.test", "b.example.test"} {
-		ln, err := net.Listen("unix", filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		serveHTTPS(t, ln, name)
+		unixBackend(t, dir, name, false)
 	}
 	return dir
 }
