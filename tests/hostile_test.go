@@ -106,19 +106,18 @@ var versionsExt = helloExt{43, []byte{4, 3, 4, 3, 3}}
 // tree built as a trap: sockets sit where a path traversal would land
 // (beside the directory, above it, at absolute paths a name could spell,
 // and behind a symlink next to it), and every one counts connections.
-// Inside the directory, counting sockets stand for the names that may be
-// served; each records the bytes it received.
+// Inside the directory, fake backends (modeRecord) stand for the names
+// that may be served; each records the bytes it received.
 type trapBackends struct {
-	dir   string
-	traps atomic.Int64
-	mu    sync.Mutex
-	got   map[string][][]byte // socket name -> what each connection sent
+	dir      string
+	traps    atomic.Int64
+	backends map[string]*fakeBackend // socket name -> its backend
 }
 
 func newTrapBackends(t *testing.T, names ...string) *trapBackends {
 	t.Helper()
 	root := socketDir(t)
-	tb := &trapBackends{dir: filepath.Join(root, "tls"), got: map[string][][]byte{}}
+	tb := &trapBackends{dir: filepath.Join(root, "tls"), backends: map[string]*fakeBackend{}}
 	if err := os.Mkdir(tb.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -152,40 +151,28 @@ func newTrapBackends(t *testing.T, names ...string) *trapBackends {
 		if len(filepath.Join(tb.dir, name)) > 107 {
 			continue // longer than a UNIX socket address can be
 		}
-		ln, err := net.Listen("unix", filepath.Join(tb.dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					b, _ := io.ReadAll(c)
-					tb.mu.Lock()
-					tb.got[name] = append(tb.got[name], b)
-					tb.mu.Unlock()
-				}()
-			}
-		}()
+		tb.backends[name] = startBackend(t, "unix", filepath.Join(tb.dir, name), name, backendOpts{Mode: modeRecord, RecordFor: 10 * time.Second})
 	}
 	return tb
 }
 
-// served returns how many connections reached each name.
+// served returns how many connections reached each name (and ended).
 func (tb *trapBackends) served() map[string]int {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
 	m := map[string]int{}
-	for k, v := range tb.got {
-		m[k] = len(v)
+	for k, b := range tb.backends {
+		if n := len(b.Got()); n > 0 {
+			m[k] = n
+		}
 	}
 	return m
+}
+
+// got returns what each connection to name sent.
+func (tb *trapBackends) got(name string) [][]byte {
+	if b, ok := tb.backends[name]; ok {
+		return b.Got()
+	}
+	return nil
 }
 
 // helloProbe sends payload to addr, half-closes, and returns what came back
@@ -464,8 +451,7 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("%s was reached %d times, want %d", name, reached, n)
 		}
 	}
-	tb.mu.Lock()
-	for _, b := range tb.got["app.example.test"] {
+	for _, b := range tb.got("app.example.test") {
 		found := false
 		for _, r := range results {
 			if bytes.Equal(b, r.c.payload) {
@@ -476,7 +462,6 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("app.example.test received %d bytes that no client sent as such", len(b))
 		}
 	}
-	tb.mu.Unlock()
 	bitFlipsServed := got["app.example.test"] - warm["app.example.test"] - wantServed["app.example.test"]
 
 	// Every capture truncated at every byte (every 7th byte in the short
@@ -537,20 +522,18 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("%s: its backend was reached %d times, want %d (the whole hellos only)", c.file, n, want)
 		}
 	}
-	tb.mu.Lock()
 	for _, c := range caps {
 		if c.unservable {
 			continue
 		}
 		found := false
-		for _, b := range tb.got[c.sni] {
+		for _, b := range tb.got(c.sni) {
 			found = found || bytes.Equal(b, c.data)
 		}
 		if !found {
 			t.Errorf("%s: its backend never received it byte for byte", c.file)
 		}
 	}
-	tb.mu.Unlock()
 
 	if n := tb.traps.Load(); n != 0 {
 		t.Errorf("a trap outside the socket directory was connected to %d times", n)
