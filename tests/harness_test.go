@@ -13,7 +13,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -299,25 +298,4 @@ func socketCount(t testing.TB, pid int) int {
 // client address it saw and the SNI it was asked for, one per line.
 func backendReply(name string, r *http.Request) string {
 	return fmt.Sprintf("backend=%s\nremote=%s\nsni=%s\n", name, r.RemoteAddr, r.TLS.ServerName)
-}
-
-// httpsGet makes one GET request to url through a TLS connection to addr
-// with the given SNI (whatever the URL's host says), and returns the body.
-func httpsGet(t testing.TB, addr, sni, path string) (string, error) {
-	t.Helper()
-	tr := &http.Transport{
-		TLSClientConfig:   testPKI(t).ClientConfig(sni),
-		DialContext:       nil,
-		DisableKeepAlives: true,
-	}
-	tr.Dial = func(network, _ string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
-	resp, err := client.Get("https://" + sni + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }

@@ -14,7 +14,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -364,53 +363,6 @@ func (h *headWriter) Write(p []byte) (int, error) {
 		h.b = append(h.b, p[:k]...)
 	}
 	return len(p), nil
-}
-
-var relMetricsRE = regexp.MustCompile(`msg=metrics address=(\S+)`)
-
-// metricsAddr returns the address snilisten serves metrics on.
-func metricsAddr(t testing.TB, p *Proc) string {
-	t.Helper()
-	var addr string
-	waitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
-		m := relMetricsRE.FindStringSubmatch(p.Output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
-	return addr
-}
-
-// metricValue scrapes http://addr/metrics and returns the value of the
-// unlabelled sample name (or the one whose labels contain labels).
-func metricValue(t testing.TB, addr, name, labels string) float64 {
-	t.Helper()
-	client := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, name) {
-			continue
-		}
-		rest := l[len(name):]
-		if labels == "" && !strings.HasPrefix(rest, " ") || labels != "" && !(strings.HasPrefix(rest, "{") && strings.Contains(rest, labels)) {
-			continue
-		}
-		f, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", l, err)
-		}
-		return f
-	}
-	t.Fatalf("no metric %s%s at %s", name, labels, addr)
-	return 0
 }
 
 // fdKinds counts the open descriptors of pid by kind: "socket", "pipe",

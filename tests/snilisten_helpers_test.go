@@ -1,19 +1,13 @@
 package tests
 
 import (
-	"crypto/rand"
-	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/cryptobyte"
 )
 
 // snilisten is a running snilisten with the address it listens on.
@@ -62,71 +56,6 @@ func socketDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-// tlsDial completes a TLS handshake with sni through addr.
-func tlsDial(t testing.TB, addr, sni string) (*tls.Conn, error) {
-	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	cfg := testPKI(t).ClientConfig(sni)
-	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// rawHello builds a minimal but well-formed TLS 1.3 ClientHello record
-// carrying sni as its host name exactly as given (nothing checked), so
-// that tests can send names no TLS library would.
-func rawHello(sni string) []byte {
-	var b cryptobyte.Builder
-	b.AddUint8(22)
-	b.AddUint16(0x0301)
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		b.AddUint8(1)
-		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) {
-			b.AddUint16(0x0303)
-			random := make([]byte, 32)
-			rand.Read(random)
-			b.AddBytes(random)
-			b.AddUint8(0)
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x1301) })
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint8(0) })
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-				if sni != "" {
-					b.AddUint16(0) // server_name
-					b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-						b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-							b.AddUint8(0)
-							b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(sni)) })
-						})
-					})
-				}
-				b.AddUint16(43) // supported_versions
-				b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-					b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x0304) })
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
-}
-
-// sendRaw connects to addr, writes payload and returns everything the
-// server sent until it closed (or 5 seconds passed).
-func sendRaw(t testing.TB, addr string, payload []byte) ([]byte, error) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(payload); err != nil {
-		return nil, err
-	}
-	return io.ReadAll(c)
 }
 
 // logLines returns the log lines of p that contain every one of words.

@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -18,29 +16,6 @@ import (
 
 	"github.com/snitools/snitools/lib/nat46"
 )
-
-// getFrom makes one HTTPS request for sni through addr from the local
-// address src (any if empty), offering alpn if given.
-func getFrom(t *testing.T, src, addr, sni string, alpn ...string) (string, error) {
-	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	cfg := testPKI(t).ClientConfig(sni)
-	if len(alpn) > 0 {
-		cfg.NextProtos = alpn
-	}
-	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
-	b, err := io.ReadAll(c)
-	return string(b), err
-}
 
 // dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
 // which is called for each question.

@@ -5,7 +5,6 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -220,7 +219,7 @@ func TestSoakUnix(t *testing.T) {
 		{name: "proxy-v2", addr: c.s.Addr, sni: "v2.example.test", srv: srv, relayed: true},
 		{name: "front", addr: d.s.Addr, sni: "front.example.test", srv: fsrv, relayed: true},
 	}
-	targets[4].prefix = proxyHeaderFrom(t, "198.51.100.77:5555", d.s.Addr)
+	targets[4].prefix = proxyHeaderBytes(t, 2, "198.51.100.77:5555", d.s.Addr)
 	// Warm up every path, then take the baselines.
 	warm := &soakTally{}
 	for i, tg := range targets {
@@ -306,18 +305,6 @@ func TestSoakUnix(t *testing.T) {
 }
 
 func warmConns(warm *soakTally, name string) int { return warm.conns[name] }
-
-// proxyHeaderFrom is a PROXY v2 header naming the client src, connected
-// to dst, as a load balancer in front of snilisten sends it.
-func proxyHeaderFrom(t *testing.T, src, dst string) []byte {
-	t.Helper()
-	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
-	b, err := h.Format()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestSoakNetns is the soak in the DNS-routed modes, in a network
 // namespace: tcp mode with a PROXY v2 header to an address found in DNS
