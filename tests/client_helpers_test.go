@@ -5,7 +5,6 @@ package tests
 // connections from a chosen source address inside a namespace.
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
-	"golang.org/x/crypto/cryptobyte"
 )
 
 // httpsGet makes one GET request to url through a TLS connection to addr
@@ -50,43 +48,6 @@ func tlsDial(t testing.TB, addr, sni string) (*tls.Conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// rawHello builds a minimal but well-formed TLS 1.3 ClientHello record
-// carrying sni as its host name exactly as given (nothing checked), so
-// that tests can send names no TLS library would.
-func rawHello(sni string) []byte {
-	var b cryptobyte.Builder
-	b.AddUint8(22)
-	b.AddUint16(0x0301)
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		b.AddUint8(1)
-		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) {
-			b.AddUint16(0x0303)
-			random := make([]byte, 32)
-			rand.Read(random)
-			b.AddBytes(random)
-			b.AddUint8(0)
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x1301) })
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint8(0) })
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-				if sni != "" {
-					b.AddUint16(0) // server_name
-					b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-						b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-							b.AddUint8(0)
-							b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(sni)) })
-						})
-					})
-				}
-				b.AddUint16(43) // supported_versions
-				b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-					b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x0304) })
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
 }
 
 // sendRaw connects to addr, writes payload and returns everything the
@@ -178,4 +139,12 @@ func proxyHeaderBytes(t testing.TB, version byte, src, dst string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// alertOf returns the TLS alert description in a server's reply, or -1.
+func alertOf(reply []byte) int {
+	if len(reply) >= 7 && reply[0] == 21 && reply[3] == 0 && reply[4] == 2 {
+		return int(reply[6])
+	}
+	return -1
 }

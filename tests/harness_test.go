@@ -299,3 +299,10 @@ func socketCount(t testing.TB, pid int) int {
 func backendReply(name string, r *http.Request) string {
 	return fmt.Sprintf("backend=%s\nremote=%s\nsni=%s\n", name, r.RemoteAddr, r.TLS.ServerName)
 }
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -3,7 +3,6 @@ package tests
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,83 +23,6 @@ import (
 
 	"github.com/miekg/dns"
 )
-
-// hello is a ClientHello under construction, for inputs no TLS library
-// would send.
-type hello struct {
-	recordVersion uint16 // 0x0301 if 0
-	legacyVersion uint16 // 0x0303 if 0
-	exts          []helloExt
-	recordSize    int // split the handshake message into records of this size (16384 if 0)
-}
-
-type helloExt struct {
-	typ  uint16
-	body []byte
-}
-
-// sniExt is a server_name extension with the given entries, each a
-// name type (byte) followed by a name (string).
-func sniExt(entries ...any) helloExt {
-	var list []byte
-	for i := 0; i+1 < len(entries); i += 2 {
-		name := entries[i+1].(string)
-		list = append(list, entries[i].(byte))
-		list = binary.BigEndian.AppendUint16(list, uint16(len(name)))
-		list = append(list, name...)
-	}
-	body := binary.BigEndian.AppendUint16(nil, uint16(len(list)))
-	return helloExt{typ: 0, body: append(body, list...)}
-}
-
-// message is the handshake message: type, length, body.
-func (h hello) message() []byte {
-	lv := h.legacyVersion
-	if lv == 0 {
-		lv = 0x0303
-	}
-	body := binary.BigEndian.AppendUint16(nil, lv)
-	body = append(body, make([]byte, 32)...)          // random
-	body = append(body, 0)                            // session id
-	body = append(body, 0, 4, 0x13, 0x01, 0xc0, 0x2f) // cipher suites
-	body = append(body, 1, 0)                         // compression
-	if h.exts != nil {
-		var exts []byte
-		for _, e := range h.exts {
-			exts = binary.BigEndian.AppendUint16(exts, e.typ)
-			exts = binary.BigEndian.AppendUint16(exts, uint16(len(e.body)))
-			exts = append(exts, e.body...)
-		}
-		body = binary.BigEndian.AppendUint16(body, uint16(len(exts)))
-		body = append(body, exts...)
-	}
-	msg := []byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
-	return append(msg, body...)
-}
-
-// bytes frames the message in records.
-func (h hello) bytes() []byte { return frameRecords(h.message(), h.recordVersion, h.recordSize) }
-
-func frameRecords(msg []byte, version uint16, size int) []byte {
-	if version == 0 {
-		version = 0x0301
-	}
-	if size == 0 {
-		size = 16384
-	}
-	var out []byte
-	for len(msg) > 0 {
-		n := min(size, len(msg))
-		out = append(out, 22, byte(version>>8), byte(version))
-		out = binary.BigEndian.AppendUint16(out, uint16(n))
-		out = append(out, msg[:n]...)
-		msg = msg[n:]
-	}
-	return out
-}
-
-// versionsExt is supported_versions offering TLS 1.3 and 1.2.
-var versionsExt = helloExt{43, []byte{4, 3, 4, 3, 3}}
 
 // trapBackends is a socket directory for snilisten inside a directory
 // tree built as a trap: sockets sit where a path traversal would land
@@ -325,13 +247,6 @@ func hostileHellos(t testing.TB) []hostileCase {
 		add(fmt.Sprintf("bit flip %d", i), b, "any")
 	}
 	return cs
-}
-
-func trunc(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }
 
 // TestHostileClientHellos sends snilisten the hostile corpus, then every

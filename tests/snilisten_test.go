@@ -114,14 +114,6 @@ func TestSnilistenProxyV1AndRaw(t *testing.T) {
 	}
 }
 
-// alertOf returns the TLS alert description in a server's reply, or -1.
-func alertOf(reply []byte) int {
-	if len(reply) >= 7 && reply[0] == 21 && reply[3] == 0 && reply[4] == 2 {
-		return int(reply[6])
-	}
-	return -1
-}
-
 func TestSnilistenRefusals(t *testing.T) {
 	dir := socketDir(t)
 	unixBackend(t, dir, "ok.example.test", false)
