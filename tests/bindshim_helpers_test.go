@@ -263,3 +263,15 @@ func bsProbeFD(line string) string {
 	}
 	return "-1"
 }
+
+// bsEnvWithout is env without the variable name, such as BINDSHIM_LIBRARY
+// for a command that must run without the preload.
+func bsEnvWithout(env []string, name string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, name+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
