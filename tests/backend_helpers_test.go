@@ -119,7 +119,10 @@ func startBackend(t testing.TB, network, addr, name string, o backendOpts) *fake
 	return b
 }
 
-// serve serves modeHTTPS on ln until the test ends.
+// serve serves modeHTTPS on ln until the test ends. A PROXY header is
+// read in http.Server's accept loop (ConnContext and ConnState ask for
+// it), one connection at a time, as the separate fakes before this one
+// did.
 func (b *fakeBackend) serve(t testing.TB, ln net.Listener) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
