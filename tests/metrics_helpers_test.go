@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -226,4 +227,19 @@ func metricValue(t testing.TB, addr, name, labels string) float64 {
 	}
 	t.Fatalf("no metric %s%s at %s", name, labels, addr)
 	return 0
+}
+
+// promtoolCheckMetrics runs `promtool check metrics` on a scrape: the
+// format and the naming conventions.
+func promtoolCheckMetrics(t *testing.T, raw []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Log("promtool not installed (Debian package prometheus): scrape not linted")
+		return
+	}
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = bytes.NewReader(raw)
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }

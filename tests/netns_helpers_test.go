@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 // inNetns runs the calling test again in fresh network and mount
@@ -89,4 +92,39 @@ func watchListener(t *testing.T, addr string) *int64 {
 		}
 	}()
 	return &hits
+}
+
+// dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
+// which is called for each question.
+func dnsServer(t *testing.T, answer func(q dns.Question) []dns.RR) {
+	t.Helper()
+	srv := &dns.Server{Addr: "127.0.0.53:53", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		for _, q := range r.Question {
+			m.Answer = append(m.Answer, answer(q)...)
+		}
+		if len(m.Answer) == 0 {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	ready := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(ready) }
+	go srv.ListenAndServe()
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Second):
+		t.Fatal("DNS server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+}
+
+func rr(t *testing.T, s string) dns.RR {
+	r, err := dns.NewRR(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -78,3 +78,9 @@ func waitLog(t testing.TB, p *Proc, words ...string) {
 	t.Helper()
 	waitFor(t, 5*time.Second, fmt.Sprintf("a log line with %q", words), func() bool { return len(logLines(p, words...)) > 0 })
 }
+
+// startSnilistenOn is startSnilisten on a given listen spec.
+func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
+	t.Helper()
+	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
+}

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -16,41 +15,6 @@ import (
 
 	"github.com/snitools/snitools/lib/nat46"
 )
-
-// dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
-// which is called for each question.
-func dnsServer(t *testing.T, answer func(q dns.Question) []dns.RR) {
-	t.Helper()
-	srv := &dns.Server{Addr: "127.0.0.53:53", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true
-		for _, q := range r.Question {
-			m.Answer = append(m.Answer, answer(q)...)
-		}
-		if len(m.Answer) == 0 {
-			m.Rcode = dns.RcodeNameError
-		}
-		w.WriteMsg(m)
-	})}
-	ready := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(ready) }
-	go srv.ListenAndServe()
-	select {
-	case <-ready:
-	case <-time.After(5 * time.Second):
-		t.Fatal("DNS server did not start")
-	}
-	t.Cleanup(func() { srv.Shutdown() })
-}
-
-func rr(t *testing.T, s string) dns.RR {
-	r, err := dns.NewRR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func TestSnilistenTCPMode(t *testing.T) {
 	if !inNetns(t) {
@@ -148,12 +112,6 @@ func TestSnilistenTCPMode(t *testing.T) {
 	if served == 0 || refused == 0 {
 		t.Errorf("flip: served %d, refused %d; want both", served, refused)
 	}
-}
-
-// startSnilistenOn is startSnilisten on a given listen spec.
-func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
-	t.Helper()
-	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
 }
 
 func TestSnilistenNAT46Mode(t *testing.T) {

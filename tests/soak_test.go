@@ -7,11 +7,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -115,60 +113,6 @@ func runSoak(t *testing.T, plan soakPlan, targets []soakTarget, firstID uint32) 
 	}
 	wg.Wait()
 	return tally
-}
-
-// soakBaseline is what a snilisten holds when idle.
-type soakBaseline struct {
-	goroutines float64
-	fds        map[string]int
-}
-
-// takeBaseline records what s holds now, idle. go_goroutines counts the
-// scrape's own goroutines too (the connection's, and the registry's
-// collecting workers, started as collection goes), so one idle snilisten
-// reads 10 or 11 from one scrape to the next: the baseline is the most of
-// several scrapes, or a low one would fail a later check at the usual
-// value.
-func takeBaseline(t *testing.T, s *snilisten, metrics string) soakBaseline {
-	var goroutines float64
-	for range 10 {
-		goroutines = max(goroutines, metricValue(t, metrics, "go_goroutines", ""))
-		time.Sleep(20 * time.Millisecond)
-	}
-	return soakBaseline{goroutines: goroutines, fds: fdKinds(t, s.Pid())}
-}
-
-// checkBaseline waits until s is back at its baseline: as many goroutines
-// and sockets and other descriptors as before, and no more splice pipes
-// than the relay's pools hold (64 per event loop, one loop per CPU).
-func checkBaseline(t *testing.T, s *snilisten, metrics string, base soakBaseline) string {
-	t.Helper()
-	pipeBound := 2 * 64 * runtime.NumCPU()
-	var g float64
-	var fds map[string]int
-	ok := false
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		g, fds = metricValue(t, metrics, "go_goroutines", ""), fdKinds(t, s.Pid())
-		ok = g <= base.goroutines && fds["pipe"] <= pipeBound
-		for k, n := range fds {
-			if k != "pipe" && n > base.fds[k] {
-				ok = false
-			}
-		}
-		if ok {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	report := fmt.Sprintf("goroutines %v (baseline %v), descriptors %v (baseline %v; pipes bounded by %d)", g, base.goroutines, fds, base.fds, pipeBound)
-	if !ok {
-		t.Errorf("not back at the baseline: %s", report)
-		// Its goroutines, in its output: which one is left over.
-		syscall.Kill(s.Pid(), syscall.SIGQUIT)
-		time.Sleep(300 * time.Millisecond)
-	}
-	return report
 }
 
 // TestSoakUnix: many clients at once move random amounts both ways, with
