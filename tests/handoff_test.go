@@ -7,34 +7,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/snitools/snitools/lib/handoff"
 )
-
-// handoffHTTPS serves HTTPS on a handoff socket dir/name: Go's http.Server
-// adopts handoff with one line, the listener.
-func handoffHTTPS(t *testing.T, dir, name string) {
-	t.Helper()
-	ln, err := handoff.Listen(filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, backendReply(name, r))
-		fmt.Fprintf(w, "mode=handoff\n")
-	})
-	srv := &http.Server{Handler: mux, TLSConfig: testPKI(t).ServerConfig()}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-}
 
 // TestHandoffMixedDirectory: stream and seqpacket sockets side by side,
 // each used the right way; the handed-off server sees the real client
@@ -94,24 +73,8 @@ func TestHandoffSurvivesRestart(t *testing.T) {
 		size = 16 << 20
 	}
 	dir := socketDir(t)
-	ln, err := handoff.Listen(filepath.Join(dir, "echo.example.test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c) // the hello included: it was never consumed
-				c.(*handoff.Conn).CloseWrite()
-			}()
-		}
-	}()
+	// The hello included: it was never consumed.
+	startBackend(t, "handoff", filepath.Join(dir, "echo.example.test"), "echo.example.test", backendOpts{Mode: modeEcho})
 	handoffHTTPS(t, dir, "web.example.test")
 	s := startSnilisten(t, "-unix-directory", dir)
 

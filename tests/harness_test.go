@@ -13,7 +13,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -301,35 +300,9 @@ func backendReply(name string, r *http.Request) string {
 	return fmt.Sprintf("backend=%s\nremote=%s\nsni=%s\n", name, r.RemoteAddr, r.TLS.ServerName)
 }
 
-// serveHTTPS serves HTTPS on ln until the test ends: GET / answers
-// backendReply, GET /bytes?n=N streams N bytes, POST /sha256 answers the
-// SHA-256 of the body.
-func serveHTTPS(t testing.TB, ln net.Listener, name string) {
-	t.Helper()
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, backendReply(name, r)) })
-	srv := &http.Server{Handler: mux, TLSConfig: testPKI(t).ServerConfig(), ErrorLog: nil}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-}
-
-// httpsGet makes one GET request to url through a TLS connection to addr
-// with the given SNI (whatever the URL's host says), and returns the body.
-func httpsGet(t testing.TB, addr, sni, path string) (string, error) {
-	t.Helper()
-	tr := &http.Transport{
-		TLSClientConfig:   testPKI(t).ClientConfig(sni),
-		DialContext:       nil,
-		DisableKeepAlives: true,
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
 	}
-	tr.Dial = func(network, _ string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
-	resp, err := client.Get("https://" + sni + path)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return s
 }

@@ -3,7 +3,6 @@ package tests
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -25,100 +24,22 @@ import (
 	"github.com/miekg/dns"
 )
 
-// hello is a ClientHello under construction, for inputs no TLS library
-// would send.
-type hello struct {
-	recordVersion uint16 // 0x0301 if 0
-	legacyVersion uint16 // 0x0303 if 0
-	exts          []helloExt
-	recordSize    int // split the handshake message into records of this size (16384 if 0)
-}
-
-type helloExt struct {
-	typ  uint16
-	body []byte
-}
-
-// sniExt is a server_name extension with the given entries, each a
-// name type (byte) followed by a name (string).
-func sniExt(entries ...any) helloExt {
-	var list []byte
-	for i := 0; i+1 < len(entries); i += 2 {
-		name := entries[i+1].(string)
-		list = append(list, entries[i].(byte))
-		list = binary.BigEndian.AppendUint16(list, uint16(len(name)))
-		list = append(list, name...)
-	}
-	body := binary.BigEndian.AppendUint16(nil, uint16(len(list)))
-	return helloExt{typ: 0, body: append(body, list...)}
-}
-
-// message is the handshake message: type, length, body.
-func (h hello) message() []byte {
-	lv := h.legacyVersion
-	if lv == 0 {
-		lv = 0x0303
-	}
-	body := binary.BigEndian.AppendUint16(nil, lv)
-	body = append(body, make([]byte, 32)...)          // random
-	body = append(body, 0)                            // session id
-	body = append(body, 0, 4, 0x13, 0x01, 0xc0, 0x2f) // cipher suites
-	body = append(body, 1, 0)                         // compression
-	if h.exts != nil {
-		var exts []byte
-		for _, e := range h.exts {
-			exts = binary.BigEndian.AppendUint16(exts, e.typ)
-			exts = binary.BigEndian.AppendUint16(exts, uint16(len(e.body)))
-			exts = append(exts, e.body...)
-		}
-		body = binary.BigEndian.AppendUint16(body, uint16(len(exts)))
-		body = append(body, exts...)
-	}
-	msg := []byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
-	return append(msg, body...)
-}
-
-// bytes frames the message in records.
-func (h hello) bytes() []byte { return frameRecords(h.message(), h.recordVersion, h.recordSize) }
-
-func frameRecords(msg []byte, version uint16, size int) []byte {
-	if version == 0 {
-		version = 0x0301
-	}
-	if size == 0 {
-		size = 16384
-	}
-	var out []byte
-	for len(msg) > 0 {
-		n := min(size, len(msg))
-		out = append(out, 22, byte(version>>8), byte(version))
-		out = binary.BigEndian.AppendUint16(out, uint16(n))
-		out = append(out, msg[:n]...)
-		msg = msg[n:]
-	}
-	return out
-}
-
-// versionsExt is supported_versions offering TLS 1.3 and 1.2.
-var versionsExt = helloExt{43, []byte{4, 3, 4, 3, 3}}
-
 // trapBackends is a socket directory for snilisten inside a directory
 // tree built as a trap: sockets sit where a path traversal would land
 // (beside the directory, above it, at absolute paths a name could spell,
 // and behind a symlink next to it), and every one counts connections.
-// Inside the directory, counting sockets stand for the names that may be
-// served; each records the bytes it received.
+// Inside the directory, fake backends (modeRecord) stand for the names
+// that may be served; each records the bytes it received.
 type trapBackends struct {
-	dir   string
-	traps atomic.Int64
-	mu    sync.Mutex
-	got   map[string][][]byte // socket name -> what each connection sent
+	dir      string
+	traps    atomic.Int64
+	backends map[string]*fakeBackend // socket name -> its backend
 }
 
 func newTrapBackends(t *testing.T, names ...string) *trapBackends {
 	t.Helper()
 	root := socketDir(t)
-	tb := &trapBackends{dir: filepath.Join(root, "tls"), got: map[string][][]byte{}}
+	tb := &trapBackends{dir: filepath.Join(root, "tls"), backends: map[string]*fakeBackend{}}
 	if err := os.Mkdir(tb.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -152,40 +73,28 @@ func newTrapBackends(t *testing.T, names ...string) *trapBackends {
 		if len(filepath.Join(tb.dir, name)) > 107 {
 			continue // longer than a UNIX socket address can be
 		}
-		ln, err := net.Listen("unix", filepath.Join(tb.dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					b, _ := io.ReadAll(c)
-					tb.mu.Lock()
-					tb.got[name] = append(tb.got[name], b)
-					tb.mu.Unlock()
-				}()
-			}
-		}()
+		tb.backends[name] = startBackend(t, "unix", filepath.Join(tb.dir, name), name, backendOpts{Mode: modeRecord, RecordFor: 10 * time.Second})
 	}
 	return tb
 }
 
-// served returns how many connections reached each name.
+// served returns how many connections reached each name (and ended).
 func (tb *trapBackends) served() map[string]int {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
 	m := map[string]int{}
-	for k, v := range tb.got {
-		m[k] = len(v)
+	for k, b := range tb.backends {
+		if n := len(b.Got()); n > 0 {
+			m[k] = n
+		}
 	}
 	return m
+}
+
+// got returns what each connection to name sent.
+func (tb *trapBackends) got(name string) [][]byte {
+	if b, ok := tb.backends[name]; ok {
+		return b.Got()
+	}
+	return nil
 }
 
 // helloProbe sends payload to addr, half-closes, and returns what came back
@@ -340,13 +249,6 @@ func hostileHellos(t testing.TB) []hostileCase {
 	return cs
 }
 
-func trunc(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
-}
-
 // TestHostileClientHellos sends snilisten the hostile corpus, then every
 // capture of a real client truncated at every byte, into a directory
 // tree built as a trap. Every input gets the right alert or a plain
@@ -464,8 +366,7 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("%s was reached %d times, want %d", name, reached, n)
 		}
 	}
-	tb.mu.Lock()
-	for _, b := range tb.got["app.example.test"] {
+	for _, b := range tb.got("app.example.test") {
 		found := false
 		for _, r := range results {
 			if bytes.Equal(b, r.c.payload) {
@@ -476,7 +377,6 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("app.example.test received %d bytes that no client sent as such", len(b))
 		}
 	}
-	tb.mu.Unlock()
 	bitFlipsServed := got["app.example.test"] - warm["app.example.test"] - wantServed["app.example.test"]
 
 	// Every capture truncated at every byte (every 7th byte in the short
@@ -537,20 +437,18 @@ func TestHostileClientHellos(t *testing.T) {
 			t.Errorf("%s: its backend was reached %d times, want %d (the whole hellos only)", c.file, n, want)
 		}
 	}
-	tb.mu.Lock()
 	for _, c := range caps {
 		if c.unservable {
 			continue
 		}
 		found := false
-		for _, b := range tb.got[c.sni] {
+		for _, b := range tb.got(c.sni) {
 			found = found || bytes.Equal(b, c.data)
 		}
 		if !found {
 			t.Errorf("%s: its backend never received it byte for byte", c.file)
 		}
 	}
-	tb.mu.Unlock()
 
 	if n := tb.traps.Load(); n != 0 {
 		t.Errorf("a trap outside the socket directory was connected to %d times", n)

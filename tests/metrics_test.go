@@ -121,21 +121,6 @@ func TestSnilistenMetricsCount(t *testing.T) {
 	}
 }
 
-// promtoolCheckMetrics runs `promtool check metrics` on a scrape: the
-// format and the naming conventions.
-func promtoolCheckMetrics(t *testing.T, raw []byte) {
-	t.Helper()
-	if _, err := exec.LookPath("promtool"); err != nil {
-		t.Log("promtool not installed (Debian package prometheus): scrape not linted")
-		return
-	}
-	cmd := exec.Command("promtool", "check", "metrics")
-	cmd.Stdin = bytes.NewReader(raw)
-	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
-}
-
 // TestSnilistenMetricsUnixSocket serves the metrics on a UNIX socket.
 func TestSnilistenMetricsUnixSocket(t *testing.T) {
 	dir := socketDir(t)

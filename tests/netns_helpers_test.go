@@ -1,16 +1,15 @@
 package tests
 
 import (
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 )
 
 // inNetns runs the calling test again in fresh network and mount
@@ -95,27 +94,37 @@ func watchListener(t *testing.T, addr string) *int64 {
 	return &hits
 }
 
-// recordingHTTPS serves HTTPS on addr answering backendReply for name,
-// and returns a function listing the client addresses it has seen.
-func recordingHTTPS(t *testing.T, addr, name string) func() []string {
+// dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
+// which is called for each question.
+func dnsServer(t *testing.T, answer func(q dns.Question) []dns.RR) {
 	t.Helper()
-	var mu sync.Mutex
-	var seen []string
-	ln, err := net.Listen("tcp", addr)
+	srv := &dns.Server{Addr: "127.0.0.53:53", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Authoritative = true
+		for _, q := range r.Question {
+			m.Answer = append(m.Answer, answer(q)...)
+		}
+		if len(m.Answer) == 0 {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})}
+	ready := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(ready) }
+	go srv.ListenAndServe()
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Second):
+		t.Fatal("DNS server did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown() })
+}
+
+func rr(t *testing.T, s string) dns.RR {
+	r, err := dns.NewRR(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{TLSConfig: testPKI(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen = append(seen, r.RemoteAddr)
-		mu.Unlock()
-		io.WriteString(w, backendReply(name, r))
-	})}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(seen)
-	}
+	return r
 }

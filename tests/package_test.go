@@ -213,7 +213,7 @@ func TestPackage(t *testing.T) {
 	t.Run("BindshimFindsLibrary", func(t *testing.T) {
 		dir := pkgOpenDir(t)
 		cmd := exec.Command("/usr/bin/bindshim", "-d", dir, "lib.test", "--", "env")
-		cmd.Env = pkgEnvWithout(os.Environ(), "BINDSHIM_LIBRARY")
+		cmd.Env = bsEnvWithout(os.Environ(), "BINDSHIM_LIBRARY")
 		out, err := cmd.CombinedOutput()
 		if want := "LD_PRELOAD=" + libPath + "\n"; err != nil || !strings.Contains(string(out), want) {
 			t.Errorf("installed bindshim without BINDSHIM_LIBRARY: %v, want %q in:\n%s", err, want, out)
@@ -417,7 +417,7 @@ func pkgPermissionModel(t *testing.T, gid int, snil *user.User) {
 		t.Skipf("%s not installed (tools/install-deps test installs python3)", python)
 	}
 	backend := exec.Command("/usr/bin/bindshim", "-trust-uid", "snilisten", "pkg.test", "--", python, script, cert, key)
-	backend.Env = pkgEnvWithout(os.Environ(), "BINDSHIM_LIBRARY")
+	backend.Env = bsEnvWithout(os.Environ(), "BINDSHIM_LIBRARY")
 	backend.Dir = "/"
 	backend.SysProcAttr = &syscall.SysProcAttr{Credential: asMember}
 	bp := start(t, backend)
@@ -572,15 +572,4 @@ func pkgAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// pkgEnvWithout is env without the variable name.
-func pkgEnvWithout(env []string, name string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, name+"=") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }

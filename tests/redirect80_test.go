@@ -320,59 +320,6 @@ func TestRedirect80KeepAlive(t *testing.T) {
 	io.WriteString(c3, "5\r\nhello\r\n0\r\n\r\n")
 }
 
-// acmeBackend serves HTTP on ln: challenges answer "<token>.<name>",
-// anything else 404; each request is counted and its headers recorded.
-type acmeBackend struct {
-	name string
-	hits atomic.Int32
-	mu   sync.Mutex
-	last http.Header
-	host string
-}
-
-func serveACME(t testing.TB, ln net.Listener, name string) *acmeBackend {
-	t.Helper()
-	b := &acmeBackend{name: name}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/acme-challenge/{token}", func(w http.ResponseWriter, r *http.Request) {
-		b.hits.Add(1)
-		b.mu.Lock()
-		b.last, b.host = r.Header.Clone(), r.Host
-		b.mu.Unlock()
-		if r.PathValue("token") == "slow" {
-			time.Sleep(3 * time.Second)
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("X-Backend", name)
-		io.WriteString(w, r.PathValue("token")+"."+name)
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		b.hits.Add(1)
-		http.NotFound(w, r)
-	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return b
-}
-
-func unixACME(t testing.TB, dir, name string) *acmeBackend {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveACME(t, ln, name)
-}
-
-// get sends one GET for path with Host host and returns status, the
-// Location and the body.
-func get(t testing.TB, addr, host, path string) (int, string, string) {
-	t.Helper()
-	resp, body := rawExchange(t, addr, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: acme-test\r\nConnection: close\r\n\r\n", path, host), "GET")
-	return resp.StatusCode, resp.Header.Get("Location"), string(body)
-}
-
 // TestRedirect80ACMEUnix forwards challenges to real HTTP servers on UNIX
 // sockets named after the host, with the wildcard, and nothing else.
 func TestRedirect80ACMEUnix(t *testing.T) {

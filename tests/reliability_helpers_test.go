@@ -14,10 +14,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,53 +367,6 @@ func (h *headWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var relMetricsRE = regexp.MustCompile(`msg=metrics address=(\S+)`)
-
-// metricsAddr returns the address snilisten serves metrics on.
-func metricsAddr(t testing.TB, p *Proc) string {
-	t.Helper()
-	var addr string
-	waitFor(t, 10*time.Second, "the metrics address in the log", func() bool {
-		m := relMetricsRE.FindStringSubmatch(p.Output())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
-	return addr
-}
-
-// metricValue scrapes http://addr/metrics and returns the value of the
-// unlabelled sample name (or the one whose labels contain labels).
-func metricValue(t testing.TB, addr, name, labels string) float64 {
-	t.Helper()
-	client := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, name) {
-			continue
-		}
-		rest := l[len(name):]
-		if labels == "" && !strings.HasPrefix(rest, " ") || labels != "" && !(strings.HasPrefix(rest, "{") && strings.Contains(rest, labels)) {
-			continue
-		}
-		f, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", l, err)
-		}
-		return f
-	}
-	t.Fatalf("no metric %s%s at %s", name, labels, addr)
-	return 0
-}
-
 // fdKinds counts the open descriptors of pid by kind: "socket", "pipe",
 // "anon_inode:[eventpoll]" and so on; files count as "file".
 func fdKinds(t testing.TB, pid int) map[string]int {
@@ -493,4 +447,64 @@ func sumLogField(p *Proc, field string, words ...string) int64 {
 		}
 	}
 	return total
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2].Round(10 * time.Microsecond)
+}
+
+// soakBaseline is what a snilisten holds when idle.
+type soakBaseline struct {
+	goroutines float64
+	fds        map[string]int
+}
+
+// takeBaseline records what s holds now, idle. go_goroutines counts the
+// scrape's own goroutines too (the connection's, and the registry's
+// collecting workers, started as collection goes), so one idle snilisten
+// reads 10 or 11 from one scrape to the next: the baseline is the most of
+// several scrapes, or a low one would fail a later check at the usual
+// value.
+func takeBaseline(t *testing.T, s *snilisten, metrics string) soakBaseline {
+	var goroutines float64
+	for range 10 {
+		goroutines = max(goroutines, metricValue(t, metrics, "go_goroutines", ""))
+		time.Sleep(20 * time.Millisecond)
+	}
+	return soakBaseline{goroutines: goroutines, fds: fdKinds(t, s.Pid())}
+}
+
+// checkBaseline waits until s is back at its baseline: as many goroutines
+// and sockets and other descriptors as before, and no more splice pipes
+// than the relay's pools hold (64 per event loop, one loop per CPU).
+func checkBaseline(t *testing.T, s *snilisten, metrics string, base soakBaseline) string {
+	t.Helper()
+	pipeBound := 2 * 64 * runtime.NumCPU()
+	var g float64
+	var fds map[string]int
+	ok := false
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		g, fds = metricValue(t, metrics, "go_goroutines", ""), fdKinds(t, s.Pid())
+		ok = g <= base.goroutines && fds["pipe"] <= pipeBound
+		for k, n := range fds {
+			if k != "pipe" && n > base.fds[k] {
+				ok = false
+			}
+		}
+		if ok {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	report := fmt.Sprintf("goroutines %v (baseline %v), descriptors %v (baseline %v; pipes bounded by %d)", g, base.goroutines, fds, base.fds, pipeBound)
+	if !ok {
+		t.Errorf("not back at the baseline: %s", report)
+		// Its goroutines, in its output: which one is left over.
+		syscall.Kill(s.Pid(), syscall.SIGQUIT)
+		time.Sleep(300 * time.Millisecond)
+	}
+	return report
 }

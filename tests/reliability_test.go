@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,12 +144,6 @@ func TestReliabilitySlowloris(t *testing.T) {
 	report := checkBaseline(t, s, m, base)
 	t.Logf("slowloris: %d slow clients, all closed at the peek timeout %v (longest held %v), none reached the backend; normal transfers before: median %v, during: median %v; RSS %d KiB idle, %d KiB holding them (%d bytes each); %s",
 		slow, peekTimeout, longest.Round(time.Millisecond), median(before), median(during), rssBefore, rssHeld, (rssHeld-rssBefore)*1024/slow, report)
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[len(s)/2].Round(10 * time.Microsecond)
 }
 
 // TestReliabilityFDExhaustion runs snilisten with 256 descriptors and

@@ -1,23 +1,13 @@
 package tests
 
 import (
-	"context"
-	"crypto/rand"
-	"crypto/tls"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/pires/go-proxyproto"
-	"golang.org/x/crypto/cryptobyte"
 )
 
 // snilisten is a running snilisten with the address it listens on.
@@ -68,113 +58,6 @@ func socketDir(t testing.TB) string {
 	return dir
 }
 
-// unixBackend serves HTTPS on the socket dir/name. With proxyHeader, the
-// listener expects a PROXY header first (go-proxyproto) and the reply
-// shows the address and the authority TLV it carried.
-func unixBackend(t testing.TB, dir, name string, proxyHeader bool) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if proxyHeader {
-		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, backendReply(name, r))
-		if h, ok := r.Context().Value(headerKey{}).(*proxyproto.Header); ok && h != nil {
-			tlvs, _ := h.TLVs()
-			for _, tlv := range tlvs {
-				if tlv.Type == proxyproto.PP2_TYPE_AUTHORITY {
-					fmt.Fprintf(w, "authority=%s\n", tlv.Value)
-				}
-			}
-			fmt.Fprintf(w, "proxy_version=%d\n", h.Version)
-		}
-	})
-	srv := &http.Server{Handler: mux, TLSConfig: testPKI(t).ServerConfig(),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if tc, ok := c.(*tls.Conn); ok {
-				if pc, ok := tc.NetConn().(*proxyproto.Conn); ok {
-					return context.WithValue(ctx, headerKey{}, pc.ProxyHeader())
-				}
-			}
-			return ctx
-		}}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return path
-}
-
-type headerKey struct{}
-
-// tlsDial completes a TLS handshake with sni through addr.
-func tlsDial(t testing.TB, addr, sni string) (*tls.Conn, error) {
-	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	cfg := testPKI(t).ClientConfig(sni)
-	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// rawHello builds a minimal but well-formed TLS 1.3 ClientHello record
-// carrying sni as its host name exactly as given (nothing checked), so
-// that tests can send names no TLS library would.
-func rawHello(sni string) []byte {
-	var b cryptobyte.Builder
-	b.AddUint8(22)
-	b.AddUint16(0x0301)
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-		b.AddUint8(1)
-		b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) {
-			b.AddUint16(0x0303)
-			random := make([]byte, 32)
-			rand.Read(random)
-			b.AddBytes(random)
-			b.AddUint8(0)
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x1301) })
-			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint8(0) })
-			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-				if sni != "" {
-					b.AddUint16(0) // server_name
-					b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-						b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-							b.AddUint8(0)
-							b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(sni)) })
-						})
-					})
-				}
-				b.AddUint16(43) // supported_versions
-				b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
-					b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddUint16(0x0304) })
-				})
-			})
-		})
-	})
-	return b.BytesOrPanic()
-}
-
-// sendRaw connects to addr, writes payload and returns everything the
-// server sent until it closed (or 5 seconds passed).
-func sendRaw(t testing.TB, addr string, payload []byte) ([]byte, error) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(payload); err != nil {
-		return nil, err
-	}
-	return io.ReadAll(c)
-}
-
 // logLines returns the log lines of p that contain every one of words.
 func logLines(p *Proc, words ...string) []string {
 	var out []string
@@ -194,4 +77,10 @@ next:
 func waitLog(t testing.TB, p *Proc, words ...string) {
 	t.Helper()
 	waitFor(t, 5*time.Second, fmt.Sprintf("a log line with %q", words), func() bool { return len(logLines(p, words...)) > 0 })
+}
+
+// startSnilistenOn is startSnilisten on a given listen spec.
+func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
+	t.Helper()
+	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
 }

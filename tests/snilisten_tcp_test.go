@@ -1,13 +1,10 @@
 package tests
 
 import (
-	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -15,82 +12,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/pires/go-proxyproto"
 
 	"github.com/snitools/snitools/lib/nat46"
 )
-
-// tcpBackend serves HTTPS on addr (inside a namespace), answering
-// backendReply; with proxyHeader it requires a PROXY header first.
-func tcpBackend(t *testing.T, addr, name string, proxyHeader bool) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("backend %s on %s: %v", name, addr, err)
-	}
-	if proxyHeader {
-		ln = &proxyproto.Listener{Listener: ln, Policy: func(net.Addr) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
-	}
-	serveHTTPS(t, ln, name)
-}
-
-// getFrom makes one HTTPS request for sni through addr from the local
-// address src (any if empty), offering alpn if given.
-func getFrom(t *testing.T, src, addr, sni string, alpn ...string) (string, error) {
-	t.Helper()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if src != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-	}
-	cfg := testPKI(t).ClientConfig(sni)
-	if len(alpn) > 0 {
-		cfg.NextProtos = alpn
-	}
-	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
-	b, err := io.ReadAll(c)
-	return string(b), err
-}
-
-// dnsServer answers on 127.0.0.53:53 (inside a namespace) from answer,
-// which is called for each question.
-func dnsServer(t *testing.T, answer func(q dns.Question) []dns.RR) {
-	t.Helper()
-	srv := &dns.Server{Addr: "127.0.0.53:53", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		m.Authoritative = true
-		for _, q := range r.Question {
-			m.Answer = append(m.Answer, answer(q)...)
-		}
-		if len(m.Answer) == 0 {
-			m.Rcode = dns.RcodeNameError
-		}
-		w.WriteMsg(m)
-	})}
-	ready := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(ready) }
-	go srv.ListenAndServe()
-	select {
-	case <-ready:
-	case <-time.After(5 * time.Second):
-		t.Fatal("DNS server did not start")
-	}
-	t.Cleanup(func() { srv.Shutdown() })
-}
-
-func rr(t *testing.T, s string) dns.RR {
-	r, err := dns.NewRR(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func TestSnilistenTCPMode(t *testing.T) {
 	if !inNetns(t) {
@@ -190,12 +114,6 @@ func TestSnilistenTCPMode(t *testing.T) {
 	}
 }
 
-// startSnilistenOn is startSnilisten on a given listen spec.
-func startSnilistenOn(t *testing.T, spec string, args ...string) *snilisten {
-	t.Helper()
-	return startSnilistenCmd(t, exec.Command(bin(t, "snilisten"), append([]string{"-listen", spec}, args...)...))
-}
-
 func TestSnilistenNAT46Mode(t *testing.T) {
 	if !inNetns(t) {
 		return
@@ -206,7 +124,7 @@ func TestSnilistenNAT46Mode(t *testing.T) {
 			"2001:db8:5ba7::10 app.example.test\n192.0.2.1 app.example.test\n"+
 			"2001:db8:bad::1 evil.example.test\n192.0.2.1 evil.example.test\n",
 		"nameserver 127.0.0.53\n")
-	seenBy := recordingHTTPS(t, "[2001:db8:5ba7::10]:443", "app")
+	seenBy := startBackend(t, "tcp", "[2001:db8:5ba7::10]:443", "app", backendOpts{}).Requests
 	forbidden := watchListener(t, "[2001:db8:bad::1]:443")
 
 	s := startSnilistenOn(t, "tcp:192.0.2.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::", "-backend-cidr", "2001:db8:5ba7::/80", "-listen", "tcp:[::1]:443")

@@ -207,17 +207,9 @@ func spActivate(t *testing.T, extra []string, env []string, args ...string) (str
 // spBackends serves HTTPS on DIR/a.example.test and DIR/b.example.test.
 func spBackends(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "snipeek-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := socketDir(t)
 	for _, name := range []string{"a.example.test", "b.example.test"} {
-		ln, err := net.Listen("unix", filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		serveHTTPS(t, ln, name)
+		unixBackend(t, dir, name, false)
 	}
 	return dir
 }

@@ -5,14 +5,11 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -118,60 +115,6 @@ func runSoak(t *testing.T, plan soakPlan, targets []soakTarget, firstID uint32) 
 	return tally
 }
 
-// soakBaseline is what a snilisten holds when idle.
-type soakBaseline struct {
-	goroutines float64
-	fds        map[string]int
-}
-
-// takeBaseline records what s holds now, idle. go_goroutines counts the
-// scrape's own goroutines too (the connection's, and the registry's
-// collecting workers, started as collection goes), so one idle snilisten
-// reads 10 or 11 from one scrape to the next: the baseline is the most of
-// several scrapes, or a low one would fail a later check at the usual
-// value.
-func takeBaseline(t *testing.T, s *snilisten, metrics string) soakBaseline {
-	var goroutines float64
-	for range 10 {
-		goroutines = max(goroutines, metricValue(t, metrics, "go_goroutines", ""))
-		time.Sleep(20 * time.Millisecond)
-	}
-	return soakBaseline{goroutines: goroutines, fds: fdKinds(t, s.Pid())}
-}
-
-// checkBaseline waits until s is back at its baseline: as many goroutines
-// and sockets and other descriptors as before, and no more splice pipes
-// than the relay's pools hold (64 per event loop, one loop per CPU).
-func checkBaseline(t *testing.T, s *snilisten, metrics string, base soakBaseline) string {
-	t.Helper()
-	pipeBound := 2 * 64 * runtime.NumCPU()
-	var g float64
-	var fds map[string]int
-	ok := false
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		g, fds = metricValue(t, metrics, "go_goroutines", ""), fdKinds(t, s.Pid())
-		ok = g <= base.goroutines && fds["pipe"] <= pipeBound
-		for k, n := range fds {
-			if k != "pipe" && n > base.fds[k] {
-				ok = false
-			}
-		}
-		if ok {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	report := fmt.Sprintf("goroutines %v (baseline %v), descriptors %v (baseline %v; pipes bounded by %d)", g, base.goroutines, fds, base.fds, pipeBound)
-	if !ok {
-		t.Errorf("not back at the baseline: %s", report)
-		// Its goroutines, in its output: which one is left over.
-		syscall.Kill(s.Pid(), syscall.SIGQUIT)
-		time.Sleep(300 * time.Millisecond)
-	}
-	return report
-}
-
 // TestSoakUnix: many clients at once move random amounts both ways, with
 // random half-close orders, through snilisten in unix mode: relayed
 // streams (raw, PROXY v1, PROXY v2, behind a trusted front) and handoffs. Every byte is checked
@@ -220,7 +163,7 @@ func TestSoakUnix(t *testing.T) {
 		{name: "proxy-v2", addr: c.s.Addr, sni: "v2.example.test", srv: srv, relayed: true},
 		{name: "front", addr: d.s.Addr, sni: "front.example.test", srv: fsrv, relayed: true},
 	}
-	targets[4].prefix = proxyHeaderFrom(t, "198.51.100.77:5555", d.s.Addr)
+	targets[4].prefix = proxyHeaderBytes(t, 2, "198.51.100.77:5555", d.s.Addr)
 	// Warm up every path, then take the baselines.
 	warm := &soakTally{}
 	for i, tg := range targets {
@@ -306,18 +249,6 @@ func TestSoakUnix(t *testing.T) {
 }
 
 func warmConns(warm *soakTally, name string) int { return warm.conns[name] }
-
-// proxyHeaderFrom is a PROXY v2 header naming the client src, connected
-// to dst, as a load balancer in front of snilisten sends it.
-func proxyHeaderFrom(t *testing.T, src, dst string) []byte {
-	t.Helper()
-	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
-	b, err := h.Format()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // TestSoakNetns is the soak in the DNS-routed modes, in a network
 // namespace: tcp mode with a PROXY v2 header to an address found in DNS

@@ -114,14 +114,6 @@ func TestSnilistenProxyV1AndRaw(t *testing.T) {
 	}
 }
 
-// alertOf returns the TLS alert description in a server's reply, or -1.
-func alertOf(reply []byte) int {
-	if len(reply) >= 7 && reply[0] == 21 && reply[3] == 0 && reply[4] == 2 {
-		return int(reply[6])
-	}
-	return -1
-}
-
 func TestSnilistenRefusals(t *testing.T) {
 	dir := socketDir(t)
 	unixBackend(t, dir, "ok.example.test", false)
@@ -233,30 +225,6 @@ func TestSnilistenTraversal(t *testing.T) {
 		t.Fatalf("a traversal name reached a socket outside the directory %d times", hits)
 	}
 	waitFor(t, 5*time.Second, "an invalid_name log line per bad name", func() bool { return len(logLines(s.Proc, "outcome=invalid_name")) >= 13 })
-}
-
-// echoBackend accepts raw (non-TLS) connections on dir/name and echoes
-// every byte, the ClientHello included, half-closing when the client does.
-func echoBackend(t testing.TB, dir, name string) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(dir, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.UnixConn).CloseWrite()
-			}()
-		}
-	}()
 }
 
 // TestSnilistenIntegrity sends 256 MiB each way at the same time through
