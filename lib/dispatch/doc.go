@@ -57,10 +57,12 @@
 //	refuse (clienthello.Refuse)     refuseNow
 //
 // Both paths decide how a failed backend ends, and which alert its client
-// gets, in one place (dialFailure), and both end every connection in
-// finish, which is the only place an Outcome is counted and logged (the
-// per-client refusal, before a connection is tracked, is logged by
-// admitConn).
+// gets, in one place (dialFailure: dispatch and dialAndRelay ask it); the fast
+// path's other failures, once it has taken the connection, end in failNow
+// (internal_error). Both end
+// every connection in finish, and report (the log line and the Observer)
+// is the one place an outcome is told, for finish and for admitConn's
+// per-client refusal of a connection not yet tracked.
 //
 // # The per-connection record
 //
@@ -68,7 +70,6 @@
 // general path), then filled as the connection goes: the client and local
 // address from a trusted front's header (readFrontHeader), peek and sni
 // (peekName, dispatchNow), connect and outgoing (dial, dialFD), backend and
-// backendName once a backend is chosen (dispatch; dispatchNow and
-// relayFDs), stats when the relay ends (relayDone), and outcome and err in
+// backendName once a backend is chosen (record.chose, on both paths), stats when the relay ends (relayDone), and outcome and err in
 // finish. Only the closer is shared with Shutdown, under Server.mu.
 package dispatch

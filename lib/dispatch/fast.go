@@ -67,8 +67,7 @@ func (s *Server) dispatchNow(fd int, r *record) (done bool, exhausted error) {
 		// Out of descriptors: the general path would need one more.
 		// Refuse now, which frees this one at once.
 		r.sni = name
-		refuseNow(fd, info.Length, clienthello.AlertInternalError)
-		s.finish(r, OutcomeBackendError, err)
+		s.failNow(fd, info.Length, r, OutcomeBackendError, err)
 		return true, err
 	}
 	if err != nil {
@@ -80,7 +79,8 @@ func (s *Server) dispatchNow(fd int, r *record) (done bool, exhausted error) {
 			return false, nil // the general path waits, or explains
 		}
 		rawsys.Close(fd)
-		r.sni, r.backend, r.backendName, r.peek, r.connect = name, b.Backend, b.Name, peeked, connected
+		r.sni, r.peek, r.connect = name, peeked, connected
+		r.chose(b)
 		s.finish(r, OutcomeHandoff, nil)
 		return true, nil
 	}
@@ -108,7 +108,8 @@ func (s *Server) relayFDs(fd, bfd int, b backend.Conn, r *record, name string, h
 			return false
 		}
 	}
-	r.sni, r.backend, r.backendName = name, b.Backend, b.Name
+	r.sni = name
+	r.chose(b)
 	// Pass the hello on now, after the PROXY header and in the same
 	// write, rather than wake a relay loop for it. From this read on the
 	// client's bytes are on their way, and the connection can no longer
@@ -126,16 +127,14 @@ func (s *Server) relayFDs(fd, bfd int, b backend.Conn, r *record, name string, h
 		w = 0
 	case err != nil:
 		rawsys.Close(bfd)
-		refuseNow(fd, 0, clienthello.AlertInternalError)
-		s.finish(r, OutcomeBackendError, fmt.Errorf("%w: %s: send: %w", backend.ErrRefused, b.Backend, err))
+		s.failNow(fd, 0, r, OutcomeBackendError, fmt.Errorf("%w: %s: send: %w", backend.ErrRefused, b.Backend, err))
 		return true
 	}
 	*outp = out[:0]
 	session, err := s.engine.StartFDs(fd, bfd, max(w-header, 0), out[w:], s.cfg.IdleTimeout, s.relayDone(r))
 	if err != nil {
 		rawsys.Close(bfd)
-		refuseNow(fd, 0, clienthello.AlertInternalError)
-		s.finish(r, OutcomeRelayError, err)
+		s.failNow(fd, 0, r, OutcomeRelayError, err)
 		return true
 	}
 	s.setCloser(r, session)
@@ -182,6 +181,16 @@ func (s *Server) dialFD(req backend.Request, r *record) (int, backend.Conn, erro
 	fd, b, err := s.connFDDialer.DialFD(ctx, req)
 	r.connect, r.outgoing = time.Since(start), b.Local
 	return fd, b, err
+}
+
+// failNow ends a connection the fast path took but cannot serve (out of
+// descriptors, a backend that would not take the hello, a relay that
+// would not start): the client gets internal_error (refuseNow), the
+// record its outcome (finish), as dispatch's refuse and return does on
+// the general path.
+func (s *Server) failNow(fd, helloLen int, r *record, outcome Outcome, err error) {
+	refuseNow(fd, helloLen, clienthello.AlertInternalError)
+	s.finish(r, outcome, err)
 }
 
 // refuseNow is refuse without waiting, for a socket outside the runtime:

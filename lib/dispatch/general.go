@@ -101,7 +101,7 @@ func (s *Server) dispatch(c net.Conn, r *record) (Outcome, error) {
 		s.refuse(c, helloLen, alert)
 		return outcome, err
 	}
-	r.backend, r.backendName = b.Backend, b.Name
+	r.chose(b)
 	if b.Handoff {
 		return s.handOff(c, r, name, helloLen)
 	}

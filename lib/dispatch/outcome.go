@@ -130,14 +130,26 @@ func (s *Server) finish(r *record, outcome Outcome, err error) {
 	if r.outcome == OutcomeRelayError && s.ctx.Err() != nil {
 		r.outcome = OutcomeShutdown
 	}
+	s.report(r)
+	s.forgetOutgoing(r)
+	s.untrackConn(r)
+	s.release()
+}
+
+// report writes r's log line and tells the observer how it ended: the one
+// place both learn of a connection, whether finish ends it or admitConn
+// turns it away before it is tracked.
+func (s *Server) report(r *record) {
 	s.log(r)
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Finished(Report{Outcome: r.outcome, Up: r.stats.Up, Down: r.stats.Down,
 			Peek: r.peek, Connect: r.connect, Duration: time.Since(r.start), Backend: r.backendName})
 	}
-	s.forgetOutgoing(r)
-	s.untrackConn(r)
-	s.release()
+}
+
+// chose records the backend that serves r, on either path.
+func (r *record) chose(b backend.Conn) {
+	r.backend, r.backendName = b.Backend, b.Name
 }
 
 // relayOutcome classifies how a relay ended.
