@@ -50,7 +50,7 @@
 //	Serve                           serveFDs
 //	run, dispatch                   dispatchNow (in the accept loop), dialAndRelay (goroutine)
 //	peekName (clienthello.Route)    dispatchNow: clienthello.PeekNow and hostname.Canonical
-//	dial (Dialer.Dial)              dispatchNow: FDDialer.DialFD; dialFD (ConnFDDialer.DialFD)
+//	dial (Dialer.Dial)              dispatchNow: FDDialer.DialNow; dialFD (ConnFDDialer.DialFD)
 //	handOff (handoff.SendMessage)   dispatchNow: handoff.SendFD
 //	sendProxyHeader                 appendProxyHeaderFD (both build it with proxyHeader)
 //	relay.Engine.Start              relayFDs: relay.Engine.StartFDs

@@ -56,7 +56,7 @@ func (s *Server) dispatchNow(fd int, r *record) (done bool, exhausted error) {
 		go s.dialAndRelay(fd, r, name, info.ALPN(), info.Length)
 		return true, nil
 	}
-	bfd, b, err := s.fdDialer.DialFD(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
+	bfd, b, err := s.fdDialer.DialNow(backend.Request{Name: name, ALPN: info.ALPN(), Client: r.client})
 	if err == nil && bfd >= s.fdFloor {
 		// Into the last descriptors: those are kept for the metrics
 		// endpoint, pipes and logs, which must work under overload.
