@@ -14,6 +14,7 @@ import (
 	"github.com/snitools/snitools/lib/clienthello"
 	"github.com/snitools/snitools/lib/handoff"
 	"github.com/snitools/snitools/lib/hostname"
+	"github.com/snitools/snitools/lib/logging"
 	"github.com/snitools/snitools/lib/proxyheader"
 )
 
@@ -179,7 +180,7 @@ func (s *Server) peekName(c net.Conn, r *record) (name string, alpn []string, he
 	r.sni = name
 	if raw := info.ServerName(); raw != "" && (err != nil || name == s.cfg.DefaultHostname) {
 		if _, cerr := hostname.Canonical(raw); cerr != nil {
-			r.sni = truncate(raw, 255) // invalid: refused, or routed by -default-hostname
+			r.sni = logging.Truncate(raw, 255) // invalid: refused, or routed by -default-hostname
 		}
 	}
 	if err != nil {
@@ -187,13 +188,6 @@ func (s *Server) peekName(c net.Conn, r *record) (name string, alpn []string, he
 		return "", nil, 0, Outcome(v.Outcome), err
 	}
 	return name, info.ALPN(), info.Length, OutcomeOK, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }
 
 // sendProxyHeader writes the PROXY protocol header, if configured, to the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/snitools/snitools/lib/backend"
 	"github.com/snitools/snitools/lib/clienthello"
+	"github.com/snitools/snitools/lib/logging"
 	"github.com/snitools/snitools/lib/relay"
 )
 
@@ -170,7 +171,7 @@ func (s *Server) log(r *record) {
 		return // health checks come every few seconds: counted, not logged
 	}
 	attrs := []slog.Attr{
-		slog.String("client", addrString(r.client)),
+		slog.String("client", logging.Addr(r.client)),
 		slog.String("sni", r.sni),
 		slog.String("backend", r.backend),
 		slog.Int64("up", r.stats.Up),
@@ -189,11 +190,4 @@ func (s *Server) log(r *record) {
 		}
 	}
 	s.cfg.Log.LogAttrs(context.Background(), level, "connection", attrs...)
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
 }
