@@ -65,20 +65,23 @@ type Dialer interface {
 	Dial(ctx context.Context, req Request) (Conn, error)
 }
 
-// An FDDialer is a Dialer that can also connect without the Go runtime,
-// for callers that hand the socket straight to lib/relay.
+// An FDDialer is a Dialer that can also connect without the Go runtime
+// and without waiting, for callers that hand the socket straight to
+// lib/relay from a loop that must not block (snilisten's accept loop).
 type FDDialer interface {
 	Dialer
-	// DialFD is Dial returning a connected non-blocking socket
+	// DialNow is Dial returning a connected non-blocking socket
 	// descriptor (the caller's to close) instead of Conn.Conn, or -1
-	// with an error or a handoff. It never waits.
-	DialFD(req Request) (fd int, c Conn, err error)
+	// with an error or a handoff. It never waits, so it takes no
+	// context: "Now" as in clienthello.PeekNow.
+	DialNow(req Request) (fd int, c Conn, err error)
 }
 
 // A ConnFDDialer is a Dialer that can return the connected socket as a
 // non-blocking descriptor (the caller's to close), for callers that hand
-// it to lib/relay. Unlike FDDialer's, its DialFD may wait (for DNS, for a
-// handshake), so it runs in a goroutine of its own.
+// it to lib/relay. Unlike FDDialer's DialNow, its DialFD may wait (for
+// DNS, for a handshake) until ctx is done, so it runs in a goroutine of
+// its own.
 type ConnFDDialer interface {
 	Dialer
 	DialFD(ctx context.Context, req Request) (fd int, c Conn, err error)

@@ -82,13 +82,13 @@ func (u *Unix) Dial(ctx context.Context, req Request) (Conn, error) {
 	})
 }
 
-// DialFD is Dial returning a non-blocking socket descriptor outside the
+// DialNow is Dial returning a non-blocking socket descriptor outside the
 // Go runtime, for lib/relay.StartFDs: it saves registering the socket with
 // the runtime's poller only to take it out again. Connecting to a UNIX
 // socket never waits (a full backlog is an error, as it is for Dial), so
-// neither does DialFD. fd is -1 when there is no socket: for an error, or
+// neither does DialNow. fd is -1 when there is no socket: for an error, or
 // for a handoff.
-func (u *Unix) DialFD(req Request) (fd int, _ Conn, _ error) {
+func (u *Unix) DialNow(req Request) (fd int, _ Conn, _ error) {
 	fd = -1
 	c, err := u.dial(req, func(path string) (Conn, error) {
 		s, err := rawsys.ConnectUnix(path, unix.SOCK_STREAM)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/snitools/snitools/lib/clientkey"
 	"github.com/snitools/snitools/lib/rawsys"
@@ -222,10 +221,7 @@ func (s *Server) admitConn(r *record, held bool, c io.Closer) bool {
 			s.cfg.Observer.Accepted()
 		}
 		r.outcome, r.err = OutcomeClientLimit, err
-		s.log(r)
-		if s.cfg.Observer != nil {
-			s.cfg.Observer.Finished(Report{Outcome: r.outcome, Duration: time.Since(r.start)})
-		}
+		s.report(r)
 		return false
 	}
 	if !held {

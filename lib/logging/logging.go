@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -53,4 +54,23 @@ func toJournal(f *os.File) bool {
 	d, err1 := strconv.ParseUint(dev, 10, 64)
 	i, err2 := strconv.ParseUint(ino, 10, 64)
 	return err1 == nil && err2 == nil && d == uint64(st.Dev) && i == st.Ino
+}
+
+// Addr is a's String for a log line, "" for no address (a nil net.Addr
+// has no String to call).
+func Addr(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// Truncate cuts s to n bytes, marked with "...", so that a string a
+// client chose (an invalid server name) cannot make a log line as long
+// as it likes.
+func Truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -99,7 +98,7 @@ func raiseRcvbuf(fd uintptr, max int) {
 // finished, or false to wait until the socket is readable again.
 func (p *peeker) try(fd uintptr) bool {
 	for {
-		m, e := recvPeek(fd, p.buf)
+		m, e := rawsys.RecvPeek(int(fd), p.buf)
 		switch {
 		case e == unix.EINTR:
 			continue
@@ -180,17 +179,6 @@ func peerDone(fd uintptr) (bool, error) {
 		}
 	}
 	return ev&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0, nil
-}
-
-// recvPeek is recv(fd, b, MSG_PEEK) without the allocations of the generic
-// Recvfrom wrappers (they return the peer's address, which a connected
-// socket does not need).
-func recvPeek(fd uintptr, b []byte) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_PEEK, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
 }
 
 // ErrNotYet means Once found fewer bytes than were wanted: more may come.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/snitools/snitools/lib/clienthello"
+	"github.com/snitools/snitools/lib/logging"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,9 +171,9 @@ func PeekFD(fd int, cfg Config) (Decision, error) {
 	}
 	clienthello.Refuse(c, len(buf), ref.Alert)
 	if cfg.Log != nil {
-		attrs := []any{"client", addrString(c.RemoteAddr()), "reason", ref.Reason}
+		attrs := []any{"client", logging.Addr(c.RemoteAddr()), "reason", ref.Reason}
 		if ref.SNI != "" {
-			attrs = append(attrs, "sni", truncate(ref.SNI, 255))
+			attrs = append(attrs, "sni", logging.Truncate(ref.SNI, 255))
 		}
 		if ref.Alert != 0 {
 			attrs = append(attrs, "alert", ref.Alert.String())
@@ -232,20 +233,6 @@ func safeProtocols(protos []string) []string {
 		}
 	}
 	return safe
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }
 
 // Environ returns env with TLS_SNI and TLS_ALPN set to what d says,

@@ -189,23 +189,6 @@ func (e *Engine) StartFDs(client, backend int, sent int, unsent []byte, idle tim
 	return &Session{c: c, l: l}, nil
 }
 
-// Relay is Start followed by waiting for the end: it returns the byte
-// counts and the error done would have been given.
-func (e *Engine) Relay(client, backend net.Conn, idle time.Duration) (Stats, error) {
-	type result struct {
-		s   Stats
-		err error
-	}
-	ch := make(chan result, 1)
-	if _, err := e.Start(client, backend, idle, func(s Stats, err error) { ch <- result{s, err} }); err != nil {
-		client.Close()
-		backend.Close()
-		return Stats{}, err
-	}
-	r := <-ch
-	return r.s, r.err
-}
-
 // detachFD duplicates a connection's descriptor (non-blocking, like the
 // original: they share the open file description) so that it outlives
 // the net.Conn, which Start then closes.
