@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/snitools/snitools/lib/bindshim"
 	"github.com/snitools/snitools/lib/cli"
-	"github.com/snitools/snitools/lib/shim"
 )
 
 const synopsis = `usage: bindshim [-d dir] [-p port] [-m mode] [-g group] [-trust-uid uid]...
@@ -47,7 +47,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	var (
-		cfg     = shim.Config{GID: -1}
+		cfg     = bindshim.Config{GID: -1}
 		aliases listFlag
 		trust   listFlag
 		c       = cli.New("bindshim", synopsis, stdout, stderr)
@@ -88,12 +88,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Mode = os.FileMode(m)
 	if *group != "" {
-		if cfg.GID, err = shim.LookupGID(*group); err != nil {
+		if cfg.GID, err = bindshim.LookupGID(*group); err != nil {
 			return c.Usage("-g %s: %v", *group, err)
 		}
 	}
 	for _, u := range trust {
-		uid, err := shim.LookupUID(u)
+		uid, err := bindshim.LookupUID(u)
 		if err != nil {
 			return c.Usage("-trust-uid %s: %v", u, err)
 		}
@@ -107,7 +107,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return c.Fail("%v", err)
 	}
-	lib, err := shim.FindLibrary(exe, os.Getenv("BINDSHIM_LIBRARY"))
+	lib, err := bindshim.FindLibrary(exe, os.Getenv("BINDSHIM_LIBRARY"))
 	if err != nil {
 		return c.Fail("%v", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/snitools/snitools/lib/cli"
 	"github.com/snitools/snitools/lib/hostname"
 	"github.com/snitools/snitools/lib/logging"
-	"github.com/snitools/snitools/lib/peekexec"
+	"github.com/snitools/snitools/lib/snipeek"
 )
 
 const synopsis = `usage: snipeek [-json] [FILE]
@@ -40,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	set := c.Given()
 
-	connFD, sockErr := peekexec.FindConn()
+	connFD, sockErr := snipeek.FindConn()
 	if c.Flags.NArg() > 0 && sockErr == nil {
 		if set["json"] {
 			return c.Usage("-json: only when reading a ClientHello from a file")
@@ -48,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *timeout < 0 {
 			return c.Usage("-timeout: %v is negative", *timeout)
 		}
-		cfg := peekexec.Config{Timeout: *timeout}
+		cfg := snipeek.Config{Timeout: *timeout}
 		if *defaultHost != "" {
 			def, err := hostname.Canonical(*defaultHost)
 			if err != nil {
@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return c.Fail("%v", err)
 		}
 		cfg.Log = log
-		peekexec.Run(connFD, c.Flags.Args(), os.Environ(), cfg) // returns only on failure, logged
+		snipeek.Run(connFD, c.Flags.Args(), os.Environ(), cfg) // returns only on failure, logged
 		return cli.ExitFailure
 	}
 
@@ -72,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch c.Flags.NArg() {
 	case 0:
-		if err := peekexec.Describe(stdout, os.Stdin, "standard input", *jsonOut); err != nil {
+		if err := snipeek.Describe(stdout, os.Stdin, "standard input", *jsonOut); err != nil {
 			return c.Fail("%v", err)
 		}
 		return cli.ExitOK
@@ -80,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		name := c.Flags.Arg(0)
 		f, err := os.Open(name)
 		if errors.Is(err, os.ErrNotExist) {
-			if _, lerr := peekexec.LookPath(name); lerr == nil {
+			if _, lerr := snipeek.LookPath(name); lerr == nil {
 				return c.Usage("%s: no such file; as a PROGRAM it needs a connection to peek at (%v)", name, sockErr)
 			}
 		}
@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return c.Fail("%v", err)
 		}
 		defer f.Close()
-		if err := peekexec.Describe(stdout, f, name, *jsonOut); err != nil {
+		if err := snipeek.Describe(stdout, f, name, *jsonOut); err != nil {
 			return c.Fail("%v", err)
 		}
 		return cli.ExitOK

@@ -26,7 +26,7 @@ import (
 // own limit (64 KiB) refuses legal hellos, such as one whose padding fills
 // the extensions block and which offers a few more cipher suites.
 // Post-quantum key shares make hellos of 1.5–2 KiB common; the memory of
-// the rare large one is bounded per process (lib/peek's Budget), not by
+// the rare large one is bounded per process (lib/sockpeek's Budget), not by
 // refusing it.
 const DefaultLimit = 131396
 

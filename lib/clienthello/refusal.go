@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/snitools/snitools/lib/hostname"
-	"github.com/snitools/snitools/lib/peek"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // Outcomes of a peek, as snilisten logs and counts them and snipeek logs
@@ -55,7 +55,7 @@ func PeekVerdict(err error) Verdict {
 		return Verdict{Outcome: OutcomeOK}
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return Verdict{Outcome: OutcomePeekTimeout}
-	case errors.Is(err, peek.ErrBudget):
+	case errors.Is(err, sockpeek.ErrBudget):
 		return Verdict{Outcome: OutcomePeekBudget, Alert: AlertInternalError}
 	case errors.Is(err, ErrNotTLS):
 		return Verdict{Outcome: OutcomeNotTLS}

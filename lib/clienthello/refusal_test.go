@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snitools/snitools/lib/peek"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // TestPeekVerdict is the one mapping from what a peek found to the outcome
@@ -40,7 +40,7 @@ func TestPeekVerdict(t *testing.T) {
 		{name: "HTTP", in: []byte("GET / HTTP/1.1\r\n"), want: Verdict{OutcomeNotTLS, 0}},
 		{name: "true SSLv2", in: []byte{0x80, 0x2e, 0x01, 0x00, 0x02}, want: Verdict{OutcomeNotTLS, 0}},
 		{name: "timeout", err: fmt.Errorf("peek: %w", os.ErrDeadlineExceeded), want: Verdict{OutcomePeekTimeout, 0}},
-		{name: "budget", err: fmt.Errorf("x: %w", peek.ErrBudget), want: Verdict{OutcomePeekBudget, AlertInternalError}, alert: "internal_error"},
+		{name: "budget", err: fmt.Errorf("x: %w", sockpeek.ErrBudget), want: Verdict{OutcomePeekBudget, AlertInternalError}, alert: "internal_error"},
 		{name: "closed", err: io.ErrUnexpectedEOF, want: Verdict{OutcomeClientClosed, 0}},
 		{name: "silent", err: io.EOF, want: Verdict{OutcomeClientClosed, 0}},
 		{name: "reset", err: fmt.Errorf("peek: %w", syscall.ECONNRESET), want: Verdict{OutcomeClientClosed, 0}},

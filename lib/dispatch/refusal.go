@@ -3,7 +3,7 @@ package dispatch
 import (
 	"fmt"
 
-	"github.com/snitools/snitools/lib/peek"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // DefaultPeekBudget is the memory all peek buffers may take together
@@ -20,11 +20,11 @@ const PeekFree = 16 << 10
 
 // newPeekBudget makes the budget of limit bytes, and shows it to an
 // observer that watches budgets (the metrics).
-func newPeekBudget(limit int64, o Observer) *peek.Budget {
+func newPeekBudget(limit int64, o Observer) *sockpeek.Budget {
 	if limit == 0 {
 		limit = DefaultPeekBudget
 	}
-	b := peek.NewBudget(limit, PeekFree)
+	b := sockpeek.NewBudget(limit, PeekFree)
 	if w, ok := o.(budgetWatcher); ok {
 		w.WatchPeekBudget(b.Used, b.Limit)
 	}

@@ -16,10 +16,10 @@ import (
 	"github.com/snitools/snitools/lib/backend"
 	"github.com/snitools/snitools/lib/clienthello"
 	"github.com/snitools/snitools/lib/listener"
-	"github.com/snitools/snitools/lib/peek"
 	"github.com/snitools/snitools/lib/proxyheader"
 	"github.com/snitools/snitools/lib/rawsys"
 	"github.com/snitools/snitools/lib/relay"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // Config says how a Server dispatches. Zero durations mean no limit.
@@ -88,7 +88,7 @@ type Server struct {
 	connFDDialer backend.ConnFDDialer
 
 	// peekBudget bounds the general path's peek buffers together.
-	peekBudget *peek.Budget
+	peekBudget *sockpeek.Budget
 }
 
 // fdReserve is how many descriptors the accept loop leaves unused even

@@ -2,7 +2,7 @@ package metrics
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// WatchPeekBudget exports snilisten's peek memory budget (lib/peek's
+// WatchPeekBudget exports snilisten's peek memory budget (lib/sockpeek's
 // Budget): the bytes its peeks hold now, and the limit. A budget that stays
 // near its limit means many large hellos stalled at once; connections
 // refused for it end with outcome peek_budget.

@@ -18,7 +18,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
-	"github.com/snitools/snitools/lib/peek"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // Errors, wrapped with detail.
@@ -109,7 +109,7 @@ func isPrefix(b, of []byte) bool { return len(b) < len(of) && bytes.Equal(b, of[
 func peekHeader(c syscall.Conn) ([]byte, error) {
 	var want int
 	var perr error
-	b, err := peek.Until(c, make([]byte, 0, 256), v2Max, func(b []byte) bool {
+	b, err := sockpeek.Until(c, make([]byte, 0, 256), v2Max, func(b []byte) bool {
 		want, perr = headerLength(b)
 		return perr != nil || want > 0 && len(b) >= want
 	})

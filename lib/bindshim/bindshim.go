@@ -1,4 +1,4 @@
-// Package shim prepares what bindshim needs to run an unmodified TCP server
+// Package bindshim prepares what bindshim needs to run an unmodified TCP server
 // on a UNIX socket: it finds the preload library, writes the environment
 // the library reads, and links alias names to the server's socket.
 //
@@ -6,7 +6,7 @@
 // inside the server; this package only checks the configuration up front,
 // so that a mistake is a clear message from the launcher rather than a
 // failed bind() deep inside someone else's program.
-package shim
+package bindshim
 
 import (
 	"crypto/rand"

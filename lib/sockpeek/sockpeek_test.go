@@ -1,4 +1,4 @@
-package peek
+package sockpeek
 
 import (
 	"bytes"

@@ -1,10 +1,10 @@
-// Package peekexec implements snipeek, the ClientHello peek as a command.
+// Package snipeek is the ClientHello peek as a command (cmd/snipeek).
 // It describes a ClientHello for people and scripts (Summary, ReadHello),
 // and it chain-loads a program on a connection whose ClientHello it peeked
 // without consuming it, with the server name and the offered protocols in
 // the environment (PeekFD, Environ, Exec): the inetd and systemd Accept=yes
 // way of dispatching by name, one process per connection.
-package peekexec
+package snipeek
 
 import (
 	"encoding/json"

@@ -6,7 +6,7 @@ import (
 	"io"
 	"syscall"
 
-	"github.com/snitools/snitools/lib/peek"
+	"github.com/snitools/snitools/lib/sockpeek"
 )
 
 // wireLimit bounds the bytes Peek looks at for a hello whose handshake
@@ -15,7 +15,7 @@ import (
 func wireLimit(limit int) int { return 2*limit + 1024 }
 
 // Peek reads the ClientHello at the head of c's receive queue without
-// consuming it (lib/peek), so that afterwards the connection can be
+// consuming it (lib/sockpeek), so that afterwards the connection can be
 // spliced to a backend or handed to another process with the hello still
 // unread. While the hello is incomplete it waits for more bytes on the
 // runtime's poller, and so honours c's read deadline (the error then
@@ -35,16 +35,16 @@ func Peek(c syscall.Conn, buf []byte, limit int) (Info, []byte, error) {
 }
 
 // PeekBudget is Peek with the buffer's growth drawn from budget (none if
-// nil): when the budget cannot cover it, the error wraps peek.ErrBudget.
-func PeekBudget(c syscall.Conn, buf []byte, limit int, budget *peek.Budget) (Info, []byte, error) {
+// nil): when the budget cannot cover it, the error wraps sockpeek.ErrBudget.
+func PeekBudget(c syscall.Conn, buf []byte, limit int, budget *sockpeek.Budget) (Info, []byte, error) {
 	h := &helloPeek{limit: limit}
 	b, err := budget.Until(c, buf, wireLimit(limit), h.enough)
 	switch {
 	case err == nil:
 		return h.info, b, h.parsed
-	case errors.Is(err, peek.ErrBudget):
+	case errors.Is(err, sockpeek.ErrBudget):
 		return Info{}, b, err
-	case errors.Is(err, peek.ErrFull):
+	case errors.Is(err, sockpeek.ErrFull):
 		return Info{}, b, fmt.Errorf("%w: more than %d bytes of records", ErrTooLarge, len(b))
 	case err == io.EOF:
 		return Info{}, b, io.EOF
@@ -114,7 +114,7 @@ func (h *helloPeek) incomplete(b []byte) bool {
 
 // ErrNotYet means PeekNow found only part of a hello (or nothing): more
 // may arrive, so wait for it with Peek.
-var ErrNotYet = peek.ErrNotYet
+var ErrNotYet = sockpeek.ErrNotYet
 
 // PeekNow is Peek without waiting, for a non-blocking socket descriptor
 // outside the Go runtime (straight from accept4): it looks once at the
@@ -124,7 +124,7 @@ var ErrNotYet = peek.ErrNotYet
 // TCP_DEFER_ACCEPT, so that most connections never wait.
 func PeekNow(fd int, buf []byte, limit int) (Info, []byte, error) {
 	h := &helloPeek{limit: limit}
-	b, err := peek.Once(fd, buf, h.enough)
+	b, err := sockpeek.Once(fd, buf, h.enough)
 	if err != nil {
 		return Info{}, b, err
 	}

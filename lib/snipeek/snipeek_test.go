@@ -1,4 +1,4 @@
-package peekexec
+package snipeek
 
 import (
 	"bytes"

@@ -1,9 +1,9 @@
-// Package peek reads the head of a socket's receive queue without
+// Package sockpeek reads the head of a socket's receive queue without
 // consuming it (recv with MSG_PEEK), waiting on the Go runtime's poller
 // until a caller-supplied function has seen enough. Whatever was peeked
 // stays in the socket for whoever reads it next: a splice, another
 // process after a handoff, or a plain read.
-package peek
+package sockpeek
 
 import (
 	"errors"
