@@ -20,6 +20,11 @@
 //	              when a trusted front told the sender who the client is
 //
 // Receivers ignore bytes after these fields, so later versions may append.
+//
+// It is the one package of the toolkit meant for other programs: a Go
+// server calls Listen to receive connections from snilisten the way
+// bindshim gives them to servers it cannot change. The rest of lib/ is
+// the commands' own code, with no promise of a stable API.
 package handoff
 
 import (
