@@ -1,39 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"strings"
 	"testing"
+
+	"github.com/snitools/snitools/lib/cli/clitest"
 )
 
 // TestRunUsage runs the command in-process on command lines that stop
 // before it does anything: the help, the version and usage errors go to
 // the right stream with the exit status its man page gives.
 func TestRunUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args           []string
-		status         int
-		stdout, stderr string // a prefix of each; "" means empty
-	}{
-		{[]string{"-h"}, 0, "usage: bindshim [-d dir]", ""},
-		{[]string{"-version"}, 0, "bindshim dev\n", ""},
-		{[]string{"-bogus"}, 2, "", "bindshim: flag provided but not defined: -bogus\n"},
-		{[]string{}, 2, "", "bindshim: missing host (see -h)\n"},
-		{[]string{"a.test"}, 2, "", "bindshim: missing command to run (see -h)\n"},
-		{[]string{"a.test", "-h"}, 0, "usage: bindshim [-d dir]", ""},
-		{[]string{"a.test", "-version", "--", "true"}, 2, "", "bindshim: flag provided but not defined: -version\n"},
-		{[]string{"-m", "99", "a.test", "--", "true"}, 2, "", "bindshim: -m \"99\": want an octal mode such as 0660\n"},
-		{[]string{"-g", "no-such-group-here", "a.test", "--", "true"}, 2, "", "bindshim: -g no-such-group-here:"},
-	} {
-		var stdout, stderr bytes.Buffer
-		status := run(tc.args, &stdout, &stderr)
-		if status != tc.status || !prefix(stdout.String(), tc.stdout) || !prefix(stderr.String(), tc.stderr) ||
-			(tc.status == 2 && strings.Count(stderr.String(), "\n") != 1) {
-			t.Errorf("bindshim %q: exit %d, stdout %q, stderr %q; want exit %d, stdout %q..., stderr %q...",
-				tc.args, status, stdout.String(), stderr.String(), tc.status, tc.stdout, tc.stderr)
-		}
-	}
+	clitest.Run(t, "bindshim", run, []clitest.Case{
+		{Args: []string{"-h"}, Status: 0, Stdout: "usage: bindshim [-d dir]"},
+		{Args: []string{"-version"}, Status: 0, Stdout: "bindshim dev\n"},
+		{Args: []string{"-bogus"}, Status: 2, Stderr: "bindshim: flag provided but not defined: -bogus\n"},
+		{Args: []string{}, Status: 2, Stderr: "bindshim: missing host (see -h)\n"},
+		{Args: []string{"a.test"}, Status: 2, Stderr: "bindshim: missing command to run (see -h)\n"},
+		{Args: []string{"a.test", "-h"}, Status: 0, Stdout: "usage: bindshim [-d dir]"},
+		{Args: []string{"a.test", "-version", "--", "true"}, Status: 2, Stderr: "bindshim: flag provided but not defined: -version\n"},
+		{Args: []string{"-m", "99", "a.test", "--", "true"}, Status: 2, Stderr: "bindshim: -m \"99\": want an octal mode such as 0660\n"},
+		{Args: []string{"-g", "no-such-group-here", "a.test", "--", "true"}, Status: 2, Stderr: "bindshim: -g no-such-group-here:"},
+	})
 }
-
-// prefix reports whether s begins with p, and is empty if p is.
-func prefix(s, p string) bool { return strings.HasPrefix(s, p) && (p != "" || s == "") }

@@ -1,37 +1,22 @@
 package main
 
 import (
-	"bytes"
-	"strings"
 	"testing"
+
+	"github.com/snitools/snitools/lib/cli/clitest"
 )
 
 // TestRunUsage runs the command in-process on command lines that stop
 // before it does anything: the help, the version and usage errors go to
 // the right stream with the exit status its man page gives.
 func TestRunUsage(t *testing.T) {
-	for _, tc := range []struct {
-		args           []string
-		status         int
-		stdout, stderr string // a prefix of each; "" means empty
-	}{
-		{[]string{"-h"}, 0, "usage: nat46calc [-p prefix]", ""},
-		{[]string{"-version"}, 0, "nat46calc dev\n", ""},
-		{[]string{"-bogus"}, 2, "", "nat46calc: flag provided but not defined: -bogus\n"},
-		{[]string{"-4", "-6"}, 2, "", "nat46calc: -4 and -6: give one direction\n"},
-		{[]string{"-u", "192.0.2.33"}, 2, "", "nat46calc: -u: only without address arguments (filter mode)\n"},
-		{[]string{"-p", "junk", "192.0.2.33"}, 2, "", "nat46calc: -p: "},
-		{[]string{"-p", "64:ff9b::", "192.0.2.33", "junk"}, 1, "64:ff9b::c000:221\n", "nat46calc: translate \"junk\""},
-	} {
-		var stdout, stderr bytes.Buffer
-		status := run(tc.args, &stdout, &stderr)
-		if status != tc.status || !prefix(stdout.String(), tc.stdout) || !prefix(stderr.String(), tc.stderr) ||
-			(tc.status == 2 && strings.Count(stderr.String(), "\n") != 1) {
-			t.Errorf("nat46calc %q: exit %d, stdout %q, stderr %q; want exit %d, stdout %q..., stderr %q...",
-				tc.args, status, stdout.String(), stderr.String(), tc.status, tc.stdout, tc.stderr)
-		}
-	}
+	clitest.Run(t, "nat46calc", run, []clitest.Case{
+		{Args: []string{"-h"}, Status: 0, Stdout: "usage: nat46calc [-p prefix]"},
+		{Args: []string{"-version"}, Status: 0, Stdout: "nat46calc dev\n"},
+		{Args: []string{"-bogus"}, Status: 2, Stderr: "nat46calc: flag provided but not defined: -bogus\n"},
+		{Args: []string{"-4", "-6"}, Status: 2, Stderr: "nat46calc: -4 and -6: give one direction\n"},
+		{Args: []string{"-u", "192.0.2.33"}, Status: 2, Stderr: "nat46calc: -u: only without address arguments (filter mode)\n"},
+		{Args: []string{"-p", "junk", "192.0.2.33"}, Status: 2, Stderr: "nat46calc: -p: "},
+		{Args: []string{"-p", "64:ff9b::", "192.0.2.33", "junk"}, Status: 1, Stdout: "64:ff9b::c000:221\n", Stderr: "nat46calc: translate \"junk\""},
+	})
 }
-
-// prefix reports whether s begins with p, and is empty if p is.
-func prefix(s, p string) bool { return strings.HasPrefix(s, p) && (p != "" || s == "") }
