@@ -82,12 +82,16 @@ type Header struct {
 // flow (and an Assembler) for it, dropping it silently on
 // ErrUnknownVersion or ErrNotInitial.
 func ParseInitial(datagram []byte) (Header, error) {
+	if len(datagram) >= 5 && datagram[0]&0x80 != 0 {
+		// Only an Initial has a token field: say what the packet is
+		// before its header is misread as one.
+		if v := lookupVersion(uint32(datagram[1])<<24 | uint32(datagram[2])<<16 | uint32(datagram[3])<<8 | uint32(datagram[4])); v != nil && datagram[0]>>4&3 != v.initial {
+			return Header{}, fmt.Errorf("%w: %s long header packet type %d", ErrNotInitial, v.name, datagram[0]>>4&3)
+		}
+	}
 	h, err := parseLong(datagram)
 	if err != nil {
 		return Header{}, err
-	}
-	if h.typ != h.v.initial {
-		return Header{}, fmt.Errorf("%w: %s long header packet type %d", ErrNotInitial, h.v.name, h.typ)
 	}
 	if len(datagram) < MinDatagramSize {
 		return Header{}, fmt.Errorf("%w: datagram of %d bytes, an Initial needs at least %d", ErrNotInitial, len(datagram), MinDatagramSize)
