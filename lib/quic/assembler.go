@@ -362,7 +362,23 @@ func (a *Assembler) contiguous() int {
 // checkDone parses the start of the CRYPTO stream, the ClientHello, once
 // it may be whole.
 func (a *Assembler) checkDone() {
-	info, err := clienthello.ParseHandshake(a.stream[:a.contiguous()], MaxCryptoBytes-4)
+	b := a.stream[:a.contiguous()]
+	// While a hello within the bound is not whole yet, skip the parser:
+	// its ErrIncomplete allocates.
+	const typeClientHello = 1
+	switch {
+	case len(b) == 0:
+		return
+	case b[0] != typeClientHello:
+		// not a hello: the parser says so
+	case len(b) < 4:
+		return
+	default:
+		if n := 4 + (int(b[1])<<16 | int(b[2])<<8 | int(b[3])); n <= MaxCryptoBytes && len(b) < n {
+			return
+		}
+	}
+	info, err := clienthello.ParseHandshake(b, MaxCryptoBytes-4)
 	if errors.Is(err, clienthello.ErrIncomplete) {
 		return
 	}
