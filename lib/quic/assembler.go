@@ -3,6 +3,7 @@ package quic
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/snitools/snitools/lib/clienthello"
@@ -21,6 +22,10 @@ const (
 	// MaxFragments is how many disjoint pieces of the CRYPTO stream are
 	// kept at once while the gaps between them are not yet filled.
 	MaxFragments = 32
+	// MaxPackets is how many Initial packets of a flow are decrypted; it
+	// bounds the record of their packet numbers. Real clients send two
+	// or three before the hello is whole.
+	MaxPackets = 64
 	// MaxAge is how long after its first datagram a flow may take
 	// more: long enough for a client's retransmissions of a lost part
 	// of the hello (its probe timeout starts near 1 s and doubles).
@@ -41,6 +46,8 @@ type Assembler struct {
 	keys
 	started   bool // a packet of the flow decrypted: v and dcid are the flow's
 	largestPN int64
+	pns       [MaxPackets]int64 // packet numbers received, to drop duplicates
+	npns      int
 	datagrams int
 	first     time.Time
 
@@ -117,7 +124,10 @@ func (a *Assembler) AddDatagramAt(now time.Time, datagram []byte) (done bool, er
 			}
 		}
 		payload, err := a.open(datagram[off:off+h.Length], h)
-		if errors.Is(err, ErrProtocol) {
+		if err == errDuplicate {
+			continue
+		}
+		if errors.Is(err, ErrProtocol) || errors.Is(err, ErrLimit) {
 			return false, a.fail(err)
 		}
 		if err != nil {
@@ -179,11 +189,27 @@ func (a *Assembler) open(pkt []byte, h Header) ([]byte, error) {
 	if first&0x0c != 0 {
 		return nil, fmt.Errorf("%w: reserved bits 0x%x set in packet %d", ErrProtocol, first&0x0c, pn)
 	}
+	// A packet number received before is a duplicate, which a QUIC
+	// server drops (RFC 9000, section 12.3); so must this package, or a
+	// client could show it a hello in a packet the backend drops, and
+	// the backend another hello.
+	if slices.Contains(a.pns[:a.npns], pn) {
+		return nil, errDuplicate
+	}
+	if a.npns == len(a.pns) {
+		return nil, fmt.Errorf("%w: more than %d Initial packets", ErrLimit, MaxPackets)
+	}
+	a.pns[a.npns] = pn
+	a.npns++
 	if !a.started || pn > a.largestPN {
 		a.largestPN = pn
 	}
 	return payload, nil
 }
+
+// errDuplicate is a packet whose number was received before: dropped
+// silently.
+var errDuplicate = errors.New("quic: duplicate packet number")
 
 // decodePacketNumber recovers a full packet number from its truncated
 // form (RFC 9000, appendix A.3).

@@ -18,9 +18,11 @@
 // What is checked, as a QUIC server would before it trusts the hello
 // (RFC 9000): the datagram carrying a client Initial is at least 1200 bytes
 // (section 14.1); the first Destination Connection ID is 8 to 20 bytes
-// (section 7.2); every packet of the flow has the same version and
+// (section 7.2); the fixed bit is set unless the Initial carries a token
+// (RFC 9287); every packet of the flow has the same version and
 // Destination Connection ID; each Initial packet decrypts and
-// authenticates; its reserved header bits are zero (section 17.2); it
+// authenticates; its packet number was not received before (a duplicate
+// is dropped, as a server drops it); its reserved header bits are zero (section 17.2); it
 // holds at least one frame, and only frames allowed in an Initial packet
 // (section 12.4): PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE of type
 // 0x1c; frames are well formed; and CRYPTO data sent twice for the same
@@ -28,13 +30,20 @@
 // cannot be shown two different hellos).
 //
 // The state of one flow is bounded: an Assembler takes at most
-// MaxDatagrams datagrams, CRYPTO data only at offsets below
-// MaxCryptoBytes (which also bounds the hello), at most MaxFragments
-// disjoint pieces of the stream at once, and a flow lasts at most MaxAge
-// from its first datagram. An Assembler holds two buffers, the CRYPTO
-// stream received so far and one decrypted packet, each grown to what the
+// MaxDatagrams datagrams and MaxPackets Initial packets, CRYPTO data only
+// at offsets below MaxCryptoBytes (which also bounds the hello), at most
+// MaxFragments disjoint pieces of the stream at once, and a flow lasts at
+// most MaxAge from its first datagram. An Assembler holds two buffers, the
+// CRYPTO stream received so far (at most MaxCryptoBytes) and one
+// decrypted packet (at most the largest datagram), each grown to what the
 // flow needs and kept by Reset, and allocates nothing else once its keys
 // are derived.
+//
+// A proxy that routes by what it reads must read what the backend will
+// read: a packet this package accepted and the backend dropped could show
+// it one hello and the backend another. So it drops what a server drops
+// (duplicate packet numbers, a cleared fixed bit, small datagrams, short
+// connection IDs) and refuses CRYPTO data that contradicts earlier data.
 //
 // What is NOT done: no 1-RTT, 0-RTT or Handshake packet is decrypted (they
 // are skipped when coalesced after an Initial); no Retry or Version

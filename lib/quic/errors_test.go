@@ -177,3 +177,65 @@ func TestOtherConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestDroppedLikeAServer sends packets that a QUIC server drops and that
+// carry a hello: this package must drop them too, and read the hello the
+// server reads, or a client could be routed by one name and served by
+// another.
+func TestDroppedLikeAServer(t *testing.T) {
+	stream := helloStream(t)
+	other := slices.Clone(stream)
+	i := bytes.Index(other, []byte("quic-v1.example.test"))
+	copy(other[i:], "evil-v1.example.test")
+	s := newSealer(t, &v1, []byte("drop like a server"))
+	check := func(t *testing.T, a *Assembler) {
+		t.Helper()
+		info, err := a.ClientHello()
+		if err != nil || info.ServerName() != "quic-v1.example.test" {
+			t.Fatalf("ClientHello: %q, %v; want the hello the server reads", info.ServerName(), err)
+		}
+	}
+	t.Run("duplicate packet number", func(t *testing.T) {
+		var a Assembler
+		for i, d := range [][]byte{
+			s.datagram(0, []byte{framePing}),
+			s.datagram(0, cryptoFrame(0, other)), // a server drops it
+			s.datagram(1, cryptoFrame(0, stream)),
+		} {
+			if _, err := a.AddDatagram(d); err != nil {
+				t.Fatalf("datagram %d: %v", i, err)
+			}
+		}
+		check(t, &a)
+	})
+	t.Run("fixed bit cleared without a token", func(t *testing.T) {
+		evil := newSealer(t, &v1, []byte("drop like a server"))
+		evil.clearFixedBit = true
+		var a Assembler
+		_, err := a.AddDatagram(evil.datagram(0, cryptoFrame(0, other)))
+		checkKind(t, err, ErrNotInitial)
+		if done, err := a.AddDatagram(s.datagram(1, cryptoFrame(0, stream))); err != nil || !done {
+			t.Fatalf("done %v, %v", done, err)
+		}
+		check(t, &a)
+	})
+	t.Run("fixed bit cleared with a token", func(t *testing.T) {
+		greased := newSealer(t, &v2, []byte("grease quic bit"))
+		greased.clearFixedBit, greased.token = true, []byte("a NEW_TOKEN token")
+		var a Assembler
+		if done, err := a.AddDatagram(greased.datagram(0, cryptoFrame(0, stream))); err != nil || !done {
+			t.Fatalf("done %v, %v", done, err)
+		}
+		check(t, &a)
+	})
+	t.Run("packets", func(t *testing.T) {
+		var a Assembler
+		var d []byte
+		for pn := range uint64(MaxPackets) {
+			d = append(d, s.packet(pn, 1, []byte{framePing}, 0, 0)...)
+		}
+		d = append(d, s.packet(MaxPackets, 1, cryptoFrame(0, stream), 0, 0)...)
+		_, err := a.AddDatagram(d)
+		checkKind(t, err, ErrLimit)
+	})
+}

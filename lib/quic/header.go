@@ -18,8 +18,8 @@ var (
 	// ErrNotInitial means the datagram does not begin with a client's
 	// Initial packet that a server would accept: a short header packet, a
 	// Version Negotiation, 0-RTT, Handshake or Retry packet, a datagram
-	// shorter than 1200 bytes, or a Destination Connection ID shorter
-	// than 8 bytes.
+	// shorter than 1200 bytes, a Destination Connection ID shorter
+	// than 8 bytes, or the fixed bit cleared without a token.
 	ErrNotInitial = errors.New("quic: not a client Initial")
 	// ErrMalformed means the packet headers are truncated or inconsistent,
 	// or the datagram belongs to another connection (version or
@@ -34,7 +34,7 @@ var (
 	// data that contradicts data already received for the same offsets.
 	ErrProtocol = errors.New("quic: protocol violation")
 	// ErrLimit means the flow went past a bound: MaxDatagrams,
-	// MaxCryptoBytes or MaxFragments.
+	// MaxPackets, MaxCryptoBytes or MaxFragments.
 	ErrLimit = errors.New("quic: limit exceeded")
 	// ErrExpired means a datagram came more than MaxAge after the flow's
 	// first.
@@ -140,6 +140,13 @@ func parseLong(b []byte) (Header, error) {
 		off += w
 		h.Token = b[off : off+int(n) : off+int(n)]
 		off += int(n)
+	}
+	// The fixed bit may be 0 only in an Initial with a token from a
+	// server that allows it (RFC 9287, section 3); elsewhere servers drop
+	// the packet (RFC 9000, section 17.2), and so must this package, or it
+	// could read a hello that the backend never sees.
+	if b[0]&0x40 == 0 && (h.typ != h.v.initial || len(h.Token) == 0) {
+		return h, fmt.Errorf("%w: fixed bit 0 in a packet without a token", ErrNotInitial)
 	}
 	n, w := varint(b[off:])
 	if w == 0 {

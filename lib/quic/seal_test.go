@@ -12,9 +12,10 @@ import (
 
 // sealer protects client Initial packets of one connection.
 type sealer struct {
-	k     keys
-	scid  []byte
-	token []byte
+	k             keys
+	scid          []byte
+	token         []byte
+	clearFixedBit bool // RFC 9287
 }
 
 func newSealer(tb testing.TB, v *version, dcid []byte) *sealer {
@@ -32,6 +33,9 @@ func newSealer(tb testing.TB, v *version, dcid []byte) *sealer {
 func (s *sealer) packet(pn uint64, pnLen int, frames []byte, size int, reserved byte) []byte {
 	v, dcid := s.k.v, s.k.dcid[:s.k.dcidLen]
 	hdr := []byte{0xc0 | v.initial<<4 | reserved<<2 | byte(pnLen-1)}
+	if s.clearFixedBit {
+		hdr[0] &^= 0x40
+	}
 	hdr = append(hdr, byte(v.number>>24), byte(v.number>>16), byte(v.number>>8), byte(v.number))
 	hdr = append(hdr, byte(len(dcid)))
 	hdr = append(hdr, dcid...)
