@@ -128,12 +128,18 @@ func cut(rng *rand.Rand, stream []byte, maxLen int) []piece {
 	return ps
 }
 
-// pack puts the pieces' CRYPTO frames, with PING, PADDING and ACK frames
-// between them, into datagrams of at most about 1200 bytes.
+// pack puts the pieces (at most 1200 bytes each) into CRYPTO frames, with
+// PING, PADDING and ACK frames between them, in datagrams of 1200 to
+// about 1400 bytes.
 func pack(rng *rand.Rand, s *sealer, pn *uint64, ps []piece) [][]byte {
 	var ds [][]byte
 	var frames []byte
 	for i, p := range ps {
+		if len(frames)+len(p.data) > 1300 { // keep the datagram within MaxDatagramSize
+			ds = append(ds, s.datagram(*pn, frames))
+			*pn++
+			frames = nil
+		}
 		switch rng.IntN(4) {
 		case 0:
 			frames = append(frames, framePing)
@@ -162,7 +168,7 @@ func TestReassembly(t *testing.T) {
 	completed, limited := 0, 0
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 22))
-		ps := cut(rng, stream, []int{8, 100, 400, 1500}[seed%4])
+		ps := cut(rng, stream, []int{8, 100, 400, 1200}[seed%4])
 		if seed%2 == 1 { // overlapping duplicates
 			ps = append(ps, cut(rng, stream, 300)...)
 		}
@@ -257,19 +263,22 @@ func TestCoalesced(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			s := newSealer(t, v, dcid)
 			other := newSealer(t, v, []byte("another-connection"))
-			half := len(stream) / 2
-			p1 := s.packet(0, 1, cryptoFrame(half, stream[half:]), 0, 0)
-			p2 := s.packet(1, 4, cryptoFrame(0, stream[:half]), 0, 0)
+			p1 := s.packet(0, 1, cryptoFrame(500, stream[500:1000]), 0, 0)
+			p2 := s.packet(1, 4, cryptoFrame(0, stream[:500]), 0, 0)
 			// A 0-RTT packet: long header, type 0-RTT, opaque payload.
 			zeroRTT := []byte{0xc0 | v.zeroRTT<<4, byte(v.number >> 24), byte(v.number >> 16), byte(v.number >> 8), byte(v.number)}
 			zeroRTT = append(append(append(zeroRTT, byte(len(dcid))), dcid...), 0)
 			zeroRTT = append(zeroRTT, 0x40, 40)
 			zeroRTT = append(zeroRTT, bytes.Repeat([]byte{0xee}, 40)...)
-			foreign := other.packet(1, 1, cryptoFrame(0, bytes.Repeat([]byte{'x'}, half)), 0, 0)
+			foreign := other.packet(1, 1, cryptoFrame(0, bytes.Repeat([]byte{'x'}, 100)), 0, 0)
 			d := concat(p1, zeroRTT, foreign, p2)
 			d = append(d, make([]byte, max(0, MinDatagramSize-len(d)))...) // junk: zeros
 			var a Assembler
 			done, err := a.AddDatagram(d)
+			if err != nil || done || a.contiguous() != 1000 {
+				t.Fatalf("AddDatagram: done %v, %v, %d bytes", done, err, a.contiguous())
+			}
+			done, err = a.AddDatagram(s.datagram(2, cryptoFrame(1000, stream[1000:])))
 			if err != nil || !done {
 				t.Fatalf("AddDatagram: done %v, %v", done, err)
 			}
@@ -330,7 +339,10 @@ func TestBounds(t *testing.T) {
 	t.Run("gap", func(t *testing.T) {
 		stream := helloStream(t)
 		var a Assembler
-		done, err := add(t, &a, cryptoFrame(0, stream[:100]), cryptoFrame(101, stream[101:]))
+		done, err := add(t, &a, cryptoFrame(0, stream[:100]), cryptoFrame(101, stream[101:800]))
+		if err == nil && !done {
+			done, err = add(t, &a, cryptoFrame(800, stream[800:]))
+		}
 		if err != nil || done {
 			t.Fatalf("hello less one byte: done %v, %v", done, err)
 		}

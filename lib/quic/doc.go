@@ -17,7 +17,7 @@
 //
 // What is checked, as a QUIC server would before it trusts the hello
 // (RFC 9000): the datagram carrying a client Initial is at least 1200 bytes
-// (section 14.1); the first Destination Connection ID is 8 to 20 bytes
+// (section 14.1) and at most 1452 (what quic-go servers read); the first Destination Connection ID is 8 to 20 bytes
 // (section 7.2); the fixed bit is set unless the Initial carries a token
 // (RFC 9287); every packet of the flow has the same version and
 // Destination Connection ID; each Initial packet decrypts and
@@ -43,7 +43,8 @@
 // read: a packet this package accepted and the backend dropped could show
 // it one hello and the backend another. So it drops what a server drops
 // (duplicate packet numbers, a cleared fixed bit, small datagrams, short
-// connection IDs) and refuses CRYPTO data that contradicts earlier data.
+// connection IDs), reads no datagram larger than a server may read, and
+// refuses CRYPTO data that contradicts earlier data.
 //
 // What is NOT done: no 1-RTT, 0-RTT or Handshake packet is decrypted (they
 // are skipped when coalesced after an Initial); no Retry or Version

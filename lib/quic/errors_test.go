@@ -32,6 +32,7 @@ func TestNotInitial(t *testing.T) {
 		{"retry", set(pkt, func(b []byte) { b[0] = 0xf0 }), ErrNotInitial},
 		{"v2 type bits of a v1 Initial", set(unhex(t, rfcClientInitialV2), func(b []byte) { b[0] &^= 0x30 }), ErrNotInitial},
 		{"1199 bytes", s.packet(0, 2, []byte{framePing}, MinDatagramSize-1, 0), ErrNotInitial},
+		{"1453 bytes", s.packet(0, 2, []byte{framePing}, MaxDatagramSize+1, 0), ErrNotInitial},
 		{"7-byte DCID", short.datagram(0, []byte{framePing}), ErrNotInitial},
 		{"21-byte DCID", long, ErrMalformed},
 		{"Length past the datagram", set(pkt, func(b []byte) { b[16], b[17] = 0x44, 0x9f }), ErrMalformed},
@@ -197,11 +198,10 @@ func TestDroppedLikeAServer(t *testing.T) {
 	}
 	t.Run("duplicate packet number", func(t *testing.T) {
 		var a Assembler
-		for i, d := range [][]byte{
+		for i, d := range slices.Concat([][]byte{
 			s.datagram(0, []byte{framePing}),
-			s.datagram(0, cryptoFrame(0, other)), // a server drops it
-			s.datagram(1, cryptoFrame(0, stream)),
-		} {
+			s.datagram(0, cryptoFrame(0, other[:len(other)/2])), // a server drops it
+		}, s.halves(1, stream)) {
 			if _, err := a.AddDatagram(d); err != nil {
 				t.Fatalf("datagram %d: %v", i, err)
 			}
@@ -212,30 +212,39 @@ func TestDroppedLikeAServer(t *testing.T) {
 		evil := newSealer(t, &v1, []byte("drop like a server"))
 		evil.clearFixedBit = true
 		var a Assembler
-		_, err := a.AddDatagram(evil.datagram(0, cryptoFrame(0, other)))
+		_, err := a.AddDatagram(evil.datagram(0, cryptoFrame(0, other[:len(other)/2])))
 		checkKind(t, err, ErrNotInitial)
-		if done, err := a.AddDatagram(s.datagram(1, cryptoFrame(0, stream))); err != nil || !done {
-			t.Fatalf("done %v, %v", done, err)
-		}
+		addAll(t, &a, s.halves(1, stream))
 		check(t, &a)
 	})
 	t.Run("fixed bit cleared with a token", func(t *testing.T) {
 		greased := newSealer(t, &v2, []byte("grease quic bit"))
 		greased.clearFixedBit, greased.token = true, []byte("a NEW_TOKEN token")
 		var a Assembler
-		if done, err := a.AddDatagram(greased.datagram(0, cryptoFrame(0, stream))); err != nil || !done {
-			t.Fatalf("done %v, %v", done, err)
-		}
+		addAll(t, &a, greased.halves(0, stream))
 		check(t, &a)
 	})
 	t.Run("packets", func(t *testing.T) {
 		var a Assembler
-		var d []byte
-		for pn := range uint64(MaxPackets) {
-			d = append(d, s.packet(pn, 1, []byte{framePing}, 0, 0)...)
+		var err error
+		for pn := uint64(0); pn <= MaxPackets && err == nil; {
+			var d []byte
+			for ; pn <= MaxPackets && len(d) < 1000; pn++ {
+				d = append(d, s.packet(pn, 1, []byte{framePing}, 0, 0)...)
+			}
+			_, err = a.AddDatagram(append(d, make([]byte, max(0, MinDatagramSize-len(d)))...))
 		}
-		d = append(d, s.packet(MaxPackets, 1, cryptoFrame(0, stream), 0, 0)...)
-		_, err := a.AddDatagram(d)
 		checkKind(t, err, ErrLimit)
 	})
+}
+
+// addAll adds the datagrams and checks the hello is whole with the last.
+func addAll(t *testing.T, a *Assembler, ds [][]byte) {
+	t.Helper()
+	for i, d := range ds {
+		done, err := a.AddDatagram(d)
+		if err != nil || done != (i == len(ds)-1) {
+			t.Fatalf("datagram %d of %d: done %v, %v", i+1, len(ds), done, err)
+		}
+	}
 }

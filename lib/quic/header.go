@@ -18,8 +18,9 @@ var (
 	// ErrNotInitial means the datagram does not begin with a client's
 	// Initial packet that a server would accept: a short header packet, a
 	// Version Negotiation, 0-RTT, Handshake or Retry packet, a datagram
-	// shorter than 1200 bytes, a Destination Connection ID shorter
-	// than 8 bytes, or the fixed bit cleared without a token.
+	// shorter than 1200 or longer than 1452 bytes, a Destination
+	// Connection ID shorter than 8 bytes, or the fixed bit cleared
+	// without a token.
 	ErrNotInitial = errors.New("quic: not a client Initial")
 	// ErrMalformed means the packet headers are truncated or inconsistent,
 	// or the datagram belongs to another connection (version or
@@ -48,6 +49,13 @@ const (
 	// MinDatagramSize is the smallest UDP payload that may carry a
 	// client's Initial packet (RFC 9000, section 14.1).
 	MinDatagramSize = 1200
+	// MaxDatagramSize is the largest datagram read. quic-go servers read
+	// at most 1452 bytes of a datagram (protocol.MaxPacketBufferSize) and
+	// lose the rest: reading more than a backend reads would let a client
+	// show this package a hello (in a packet coalesced past byte 1452)
+	// that the backend never sees. Clients send their Initials in
+	// datagrams of 1200 to about 1350 bytes, the path MTU being unknown.
+	MaxDatagramSize = 1452
 	maxCIDLen       = 20 // connection IDs of versions 1 and 2
 	minInitialDCID  = 8  // first Destination Connection ID (section 7.2)
 	sampleOffset    = 4  // header protection sample, after the packet number field
@@ -76,7 +84,7 @@ type Header struct {
 // ParseInitial reads the header of the first packet of a datagram that a
 // client sent to a server, and checks that a server would take it as the
 // start of a connection: a long header Initial packet of QUIC version 1 or
-// 2, in a datagram of at least MinDatagramSize bytes, with a Destination
+// 2, in a datagram of MinDatagramSize to MaxDatagramSize bytes, with a Destination
 // Connection ID of 8 to 20 bytes. It decrypts nothing; it is what a caller
 // runs on a datagram from an unknown client to decide whether to start a
 // flow (and an Assembler) for it, dropping it silently on
@@ -95,6 +103,9 @@ func ParseInitial(datagram []byte) (Header, error) {
 	}
 	if len(datagram) < MinDatagramSize {
 		return Header{}, fmt.Errorf("%w: datagram of %d bytes, an Initial needs at least %d", ErrNotInitial, len(datagram), MinDatagramSize)
+	}
+	if len(datagram) > MaxDatagramSize {
+		return Header{}, fmt.Errorf("%w: datagram of %d bytes, more than the %d a QUIC server may read", ErrNotInitial, len(datagram), MaxDatagramSize)
 	}
 	if len(h.DCID) < minInitialDCID {
 		return Header{}, fmt.Errorf("%w: Destination Connection ID of %d bytes, at least %d needed", ErrNotInitial, len(h.DCID), minInitialDCID)

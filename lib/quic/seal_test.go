@@ -75,6 +75,14 @@ func (s *sealer) datagram(pn uint64, frames ...[]byte) []byte {
 	return s.packet(pn, 2, concat(frames...), MinDatagramSize, 0)
 }
 
+// halves is two datagrams, packet numbers pn and pn+1, carrying the
+// first and the second half of stream: a 1.5 KiB hello does not fit in
+// one datagram of at most MaxDatagramSize bytes.
+func (s *sealer) halves(pn uint64, stream []byte) [][]byte {
+	half := len(stream) / 2
+	return [][]byte{s.datagram(pn, cryptoFrame(0, stream[:half])), s.datagram(pn+1, cryptoFrame(half, stream[half:]))}
+}
+
 func concat(bs ...[]byte) []byte {
 	var out []byte
 	for _, b := range bs {
