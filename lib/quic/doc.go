@@ -35,7 +35,7 @@
 // MaxFragments disjoint pieces of the stream at once, and a flow lasts at
 // most MaxAge from its first datagram. An Assembler holds two buffers, the
 // CRYPTO stream received so far (at most MaxCryptoBytes) and one
-// decrypted packet (at most the largest datagram), each grown to what the
+// decrypted packet (at most MaxDatagramSize), each grown to what the
 // flow needs and kept by Reset, and allocates nothing else once its keys
 // are derived.
 //
@@ -48,8 +48,10 @@
 //
 // What is NOT done: no 1-RTT, 0-RTT or Handshake packet is decrypted (they
 // are skipped when coalesced after an Initial); no Retry or Version
-// Negotiation is handled (they come from servers; a client that retries
-// starts a new Destination Connection ID, which is a new flow here); no
+// Negotiation is handled (they come from servers; after a Retry the
+// client's Initials carry the connection ID the server chose, which an
+// Assembler refuses as another connection: the caller has routed the
+// flow by then and need not read them); no
 // connection is routed by connection ID, only by what the caller keys its
 // flows by (the client's address); nothing is ever sent.
 package quic

@@ -38,9 +38,15 @@ func FuzzAssembler(f *testing.F) {
 		}
 		rng := rand.New(rand.NewPCG(binary.BigEndian.Uint64(seed[:]), uint64(len(plan))))
 		ps := cut(rng, msg, maxLen)
-		if len(ps) > MaxFragments { // more pieces could leave more gaps than allowed
-			last := ps[MaxFragments-1].off
-			ps = append(ps[:MaxFragments-1], piece{last, msg[last:]})
+		if len(ps) > MaxFragments {
+			// More pieces could leave more gaps than allowed: cut the
+			// stream into MaxFragments equal pieces instead (of at most
+			// 126 bytes, each fits in a datagram).
+			size := (len(msg) + MaxFragments - 1) / MaxFragments
+			ps = ps[:0]
+			for off := 0; off < len(msg); off += size {
+				ps = append(ps, piece{off, msg[off:min(off+size, len(msg))]})
+			}
 		}
 		for i := range len(ps) / 4 {
 			ps = append(ps, ps[rng.IntN(len(ps)-i)])
