@@ -181,30 +181,17 @@ func (a *admission) done(r *record, outcome Outcome, err error) (Outcome, error)
 	return outcome, err
 }
 
-// trySlot takes a slot for the next connection if one is free, or if
-// there is no bound.
-func (s *Server) trySlot() bool {
-	if s.slots == nil {
-		return true
-	}
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	default:
-		return false
-	}
-}
-
 // makeRoom gets a slot for a connection accepted while every slot was
 // taken: it evicts the oldest peeking connection, if any, and waits for
 // a slot, which the evicted one frees as soon as its goroutine sees the
-// close (or, with none to evict, the first connection to finish).
-func (s *Server) makeRoom() {
-	if s.trySlot() {
-		return
+// close (or, with none to evict, the first connection to finish). It
+// reports false if Shutdown cut every connection meanwhile.
+func (s *Server) makeRoom() bool {
+	if s.group.TrySlot() {
+		return true
 	}
 	s.adm.evictOldest()
-	s.slots <- struct{}{}
+	return s.group.TakeSlot()
 }
 
 // admitConn admits a connection just accepted, held saying whether the
@@ -214,7 +201,7 @@ func (s *Server) makeRoom() {
 func (s *Server) admitConn(r *record, held bool, c io.Closer) bool {
 	if err := s.adm.admit(r, s.cfg.TrustedFronts.Contains(r.client)); err != nil {
 		if held {
-			s.release()
+			s.group.ReleaseSlot()
 		}
 		c.Close()
 		if s.cfg.Observer != nil {
@@ -224,8 +211,9 @@ func (s *Server) admitConn(r *record, held bool, c io.Closer) bool {
 		s.report(r)
 		return false
 	}
-	if !held {
-		s.makeRoom()
+	if !held && !s.makeRoom() {
+		c.Close() // cut at Shutdown while waiting for a slot
+		return false
 	}
 	return true
 }

@@ -24,8 +24,9 @@
 // # Files
 //
 //   - server.go: Config, Server, New; the accept loops (Serve for any
-//     net.Listener, serveFDs for a TCP listener); tracking of listeners and
-//     connections, slots, Shutdown.
+//     net.Listener, serveFDs for a TCP listener); Shutdown. Listeners,
+//     connections and slots are tracked by a listener.Group, as in
+//     redirect80.
 //   - admission.go: eviction of peeking connections and the per-client
 //     bound, asked by both accept loops (admitConn).
 //   - outcome.go: Outcome, Report, Observer; the per-connection record;
@@ -71,5 +72,6 @@
 // address from a trusted front's header (readFrontHeader), peek and sni
 // (peekName, dispatchNow), connect and outgoing (dial, dialFD), backend and
 // backendName once a backend is chosen (record.chose, on both paths), stats when the relay ends (relayDone), and outcome and err in
-// finish. Only the closer is shared with Shutdown, under Server.mu.
+// finish. Only the closer is shared with Shutdown, under the lock of the
+// listener.Group that tracks listeners, connections and slots (setCloser).
 package dispatch

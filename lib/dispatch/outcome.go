@@ -113,7 +113,7 @@ type record struct {
 	peek, connect time.Duration
 	outcome       Outcome
 	err           error
-	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by Server.mu
+	closer        io.Closer // cuts the connection at the shutdown timeout; guarded by the group's lock (setCloser)
 	adm           admitState
 	// outgoing is our backend connection's local address, in
 	// Config.Outgoing until the connection is finished.
@@ -134,7 +134,7 @@ func (s *Server) finish(r *record, outcome Outcome, err error) {
 	s.report(r)
 	s.forgetOutgoing(r)
 	s.untrackConn(r)
-	s.release()
+	s.group.ReleaseSlot()
 }
 
 // report writes r's log line and tells the observer how it ended: the one

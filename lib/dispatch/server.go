@@ -68,19 +68,14 @@ type Config struct {
 
 // Server dispatches connections from any number of listeners.
 type Server struct {
-	cfg       Config
-	slots     chan struct{} // one token per allowed concurrent connection
-	adm       *admission
-	peekBufs  sync.Pool
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*record]struct{}
-	shutdown  bool
-	engine    *relay.Engine
-	active    sync.WaitGroup
-	ctx       context.Context // cancelled when connections are cut
-	cut       context.CancelFunc
-	fdFloor   int // descriptors from here on are the reserve
+	cfg      Config
+	group    *listener.Group[*record] // listeners, connections, slots
+	adm      *admission
+	peekBufs sync.Pool
+	engine   *relay.Engine
+	ctx      context.Context // cancelled when connections are cut
+	cut      context.CancelFunc
+	fdFloor  int // descriptors from here on are the reserve
 	// The dialer's descriptor forms, if it has them: dispatchNow connects
 	// with fdDialer in the accept loop (unix mode), with connFDDialer in a
 	// goroutine (tcp, nat46).
@@ -109,10 +104,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, listeners: map[net.Listener]struct{}{}, conns: map[*record]struct{}{}, engine: engine}
-	if cfg.MaxConns > 0 {
-		s.slots = make(chan struct{}, cfg.MaxConns)
-	}
+	s := &Server{cfg: cfg, engine: engine}
+	s.group = listener.NewGroup[*record](cfg.MaxConns, listener.ServeAccepted)
 	s.adm = newAdmission(cfg.MaxConnsPerClient)
 	s.fdFloor = math.MaxInt
 	if limit, ok := fdLimit(); ok {
@@ -167,18 +160,18 @@ var ErrServerClosed = errors.New("dispatch: server closed")
 // accept errors (out of file descriptors, for one) back off and retry
 // instead of spinning or giving up.
 func (s *Server) Serve(ln net.Listener) error {
-	if !s.track(ln) {
+	if !s.group.Track(ln) {
 		ln.Close()
 		return ErrServerClosed
 	}
-	defer s.untrack(ln)
+	defer s.group.Untrack(ln)
 	if tl, ok := ln.(*net.TCPListener); ok {
 		tuneListener(tl)
 		return s.serveFDs(tl)
 	}
 	var backoff listener.Backoff
 	for {
-		held := s.trySlot() // if not, room is made once a connection is there
+		held := s.group.TrySlot() // if not, room is made once a connection is there
 		c, err := ln.Accept()
 		if err != nil {
 			if end, err := s.acceptFailed(ln, err, &backoff, held); end {
@@ -194,7 +187,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if !s.trackConn(r) {
 			// Accepted after the shutdown timeout cut everything.
 			c.Close()
-			s.release()
+			s.group.ReleaseSlot()
 			return ErrServerClosed
 		}
 		s.adm.startPeek(r, c)
@@ -217,24 +210,18 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 	if err != nil {
 		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 	}
-	fl := fileListener{ln, f}
-	if !s.replaceListener(ln, fl) {
+	if !s.group.Replace(ln, fileListener{ln, f}) {
 		f.Close()
 		return ErrServerClosed
 	}
-	defer func() {
-		f.Close()
-		s.mu.Lock()
-		delete(s.listeners, fl)
-		s.mu.Unlock()
-	}()
+	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 	}
 	var backoff listener.Backoff
 	for {
-		held := s.trySlot() // if not, room is made once a connection is there
+		held := s.group.TrySlot() // if not, room is made once a connection is there
 		var fd int
 		var client *net.TCPAddr
 		var aerr error
@@ -266,7 +253,7 @@ func (s *Server) serveFDs(ln *net.TCPListener) error {
 		}
 		if !s.trackConn(r) {
 			rawsys.Close(fd)
-			s.release()
+			s.group.ReleaseSlot()
 			return ErrServerClosed
 		}
 		if s.cfg.Observer != nil {
@@ -332,19 +319,6 @@ func (l fileListener) Close() error {
 	return l.TCPListener.Close()
 }
 
-// replaceListener swaps what Shutdown closes to stop a Serve, unless
-// Shutdown already began.
-func (s *Server) replaceListener(old, ln net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
-	}
-	delete(s.listeners, old)
-	s.listeners[ln] = struct{}{}
-	return true
-}
-
 // fdConn makes a net.Conn of an accepted socket, taking over fd.
 func fdConn(fd int) (net.Conn, error) {
 	f := os.NewFile(uintptr(fd), "client")
@@ -358,9 +332,9 @@ func fdConn(fd int) (net.Conn, error) {
 // errors back off and go on.
 func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Backoff, held bool) (end bool, _ error) {
 	if held {
-		s.release()
+		s.group.ReleaseSlot()
 	}
-	if s.closing() {
+	if s.group.Closing() {
 		return true, ErrServerClosed
 	}
 	if !backoff.Wait(ln, err, s.cfg.Log) {
@@ -369,37 +343,19 @@ func (s *Server) acceptFailed(ln net.Listener, err error, backoff *listener.Back
 	return false, nil
 }
 
-func (s *Server) release() {
-	if s.slots != nil {
-		<-s.slots
-	}
-}
-
 // Shutdown stops accepting, waits for open connections to finish until ctx
 // is done, then cuts the rest. It returns ctx's error if it had to cut.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.shutdown = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
+	s.group.Stop()
+	if s.group.Wait(ctx) == nil {
 		return nil
-	case <-ctx.Done():
 	}
 	s.cut()
-	s.mu.Lock()
-	for r := range s.conns {
+	s.group.Cut(func(r *record) {
 		if r.closer != nil {
 			r.closer.Close()
 		}
-	}
-	s.mu.Unlock()
-	<-done
+	})
 	return ctx.Err()
 }
 
@@ -407,69 +363,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() { s.engine.Close() }
 
 // Active returns the number of connections being handled.
-func (s *Server) Active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Server) closing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.shutdown
-}
-
-// track registers a listener being served. A Serve loop counts as active
-// until it returns, so that Shutdown waits for it, and for a connection it
-// accepted in the moment the listener was closed: that connection is
-// served, not dropped (under socket activation, every connection the
-// kernel queued is either served here or left queued for the next run).
-func (s *Server) track(ln net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
-	}
-	s.listeners[ln] = struct{}{}
-	s.active.Add(1)
-	return true
-}
-
-func (s *Server) untrack(ln net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-	s.active.Done()
-}
+func (s *Server) Active() int { return s.group.Len() }
 
 // trackConn registers an accepted connection, unless Shutdown has already
-// cut every connection.
-func (s *Server) trackConn(r *record) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctx.Err() != nil {
-		return false
-	}
-	s.conns[r] = struct{}{}
-	s.active.Add(1)
-	return true
-}
+// cut every connection. A Serve loop itself counts as active
+// (listener.ServeAccepted), so that Shutdown waits for it, and for a
+// connection it accepted in the moment the listener was closed: that
+// connection is served, not dropped.
+func (s *Server) trackConn(r *record) bool { return s.group.Add(r, nil) }
 
-func (s *Server) untrackConn(r *record) {
-	s.mu.Lock()
-	delete(s.conns, r)
-	s.mu.Unlock()
-	s.active.Done()
-}
+func (s *Server) untrackConn(r *record) { s.group.Remove(r, nil) }
 
 // setCloser says what cutting the connection means from now on.
 // If Shutdown has already cut the connections, it cuts this one too.
 func (s *Server) setCloser(r *record, c io.Closer) {
-	s.mu.Lock()
-	r.closer = c
-	cut := s.ctx.Err() != nil
-	s.mu.Unlock()
-	if cut {
+	if !s.group.BeforeCut(func() { r.closer = c }) {
 		c.Close()
 	}
 }

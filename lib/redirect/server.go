@@ -107,17 +107,12 @@ type Observer interface {
 
 // Server answers HTTP requests from any number of listeners.
 type Server struct {
-	cfg      Config
-	slots    chan struct{} // one token per allowed connection
-	done     chan struct{} // closed by Shutdown
-	closing  atomic.Bool
-	clock    clock
-	bufs     sync.Pool
-	mu       sync.Mutex
-	lns      map[net.Listener]struct{}
-	conns    map[*conn]struct{}
+	cfg   Config
+	group *listener.Group[*conn] // listeners, connections, slots
+	clock clock
+	bufs  sync.Pool
+	// Under the group's lock (newConn, finish):
 	clients  map[netip.Addr]map[*conn]struct{}
-	active   sync.WaitGroup
 	warnedAt time.Time // last "too many connections" warning
 }
 
@@ -130,11 +125,8 @@ func New(cfg Config) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: cfg, done: make(chan struct{}),
-		lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}, clients: map[netip.Addr]map[*conn]struct{}{},
-	}
-	if cfg.MaxConns > 0 {
-		s.slots = make(chan struct{}, cfg.MaxConns)
+		cfg: cfg, group: listener.NewGroup[*conn](cfg.MaxConns, listener.DropAccepted),
+		clients: map[netip.Addr]map[*conn]struct{}{},
 	}
 	s.bufs.New = func() any { b := make([]byte, initialBuffer); return &b }
 	return s
@@ -152,11 +144,11 @@ var ErrServerClosed = errors.New("redirect: server closed")
 // until Shutdown, when it returns ErrServerClosed. Temporary accept errors
 // (out of file descriptors, for one) back off and retry.
 func (s *Server) Serve(ln net.Listener) error {
-	if !s.trackListener(ln) {
+	if !s.group.Track(ln) {
 		ln.Close()
 		return ErrServerClosed
 	}
-	defer s.untrackListener(ln)
+	defer s.group.Untrack(ln)
 	var backoff listener.Backoff
 	for {
 		if !s.acquire() {
@@ -164,8 +156,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		nc, err := ln.Accept()
 		if err != nil {
-			s.release()
-			if s.closing.Load() {
+			s.group.ReleaseSlot()
+			if s.group.Closing() {
 				return ErrServerClosed
 			}
 			if !backoff.Wait(ln, err, s.cfg.Log) {
@@ -176,7 +168,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		backoff.Reset()
 		c := s.newConn(nc)
 		if c == nil {
-			s.release()
+			s.group.ReleaseSlot()
 			continue
 		}
 		go c.serve()
@@ -188,31 +180,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // more than an idle one, and HTTP clients retry on a connection closed
 // between requests.
 func (s *Server) acquire() bool {
-	if s.slots == nil {
+	if s.group.TrySlot() {
 		return true
 	}
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	default:
-	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.reap(false)
-	}
-	s.mu.Unlock()
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	case <-s.done:
-		return false
-	}
-}
-
-func (s *Server) release() {
-	if s.slots != nil {
-		<-s.slots
-	}
+	s.group.Each(func(c *conn) { c.reap(false) })
+	return s.group.TakeSlot() // false after Shutdown
 }
 
 // clientKey is what MaxConnsPerClient counts by: the IPv4 address, or the
@@ -230,65 +202,70 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	if s.cfg.TrustedFronts.Contains(nc.RemoteAddr()) {
 		c.front, counted = nc.RemoteAddr(), false
 	}
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		nc.Close()
-		return nil
+	over, warn := false, false
+	if s.group.Add(c, func() bool {
+		over, warn = s.overShare(c, key, counted)
+		return !over
+	}) {
+		return c
 	}
-	if counted && s.cfg.MaxConnsPerClient > 0 {
-		mine := s.clients[key]
-		if len(mine) >= s.cfg.MaxConnsPerClient {
-			open := 0
-			for o := range mine {
-				o.reap(false)
-				if o.state.Load() != stateClosed {
-					open++
-				}
-			}
-			if open >= s.cfg.MaxConnsPerClient {
-				warn := time.Since(s.warnedAt) > 10*time.Second
-				if warn {
-					s.warnedAt = time.Now()
-				}
-				s.mu.Unlock()
-				if warn {
-					s.cfg.Log.Warn("too many connections from one client, refusing (logged once per 10s)",
-						"client", key.String(), "limit", s.cfg.MaxConnsPerClient)
-				}
-				nc.SetWriteDeadline(time.Now().Add(time.Second))
-				nc.Write(appendError(nil, 503, "too many connections from your address", s.clock.date()))
-				nc.Close()
-				return nil
+	if over {
+		if warn {
+			s.cfg.Log.Warn("too many connections from one client, refusing (logged once per 10s)",
+				"client", key.String(), "limit", s.cfg.MaxConnsPerClient)
+		}
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		nc.Write(appendError(nil, 503, "too many connections from your address", s.clock.date()))
+	}
+	nc.Close()
+	return nil
+}
+
+// overShare counts c under its client, under the group's lock, unless
+// the client already holds MaxConnsPerClient open connections after its
+// own idle ones were closed: then it reports over, and warn once per 10s.
+func (s *Server) overShare(c *conn, key netip.Addr, counted bool) (over, warn bool) {
+	if !counted || s.cfg.MaxConnsPerClient <= 0 {
+		return false, false
+	}
+	mine := s.clients[key]
+	if len(mine) >= s.cfg.MaxConnsPerClient {
+		open := 0
+		for o := range mine {
+			o.reap(false)
+			if o.state.Load() != stateClosed {
+				open++
 			}
 		}
-		if mine == nil {
-			mine = map[*conn]struct{}{}
-			s.clients[key] = mine
+		if open >= s.cfg.MaxConnsPerClient {
+			warn = time.Since(s.warnedAt) > 10*time.Second
+			if warn {
+				s.warnedAt = time.Now()
+			}
+			return true, warn
 		}
-		mine[c] = struct{}{}
-		c.key, c.counted = key, true
 	}
-	s.conns[c] = struct{}{}
-	s.active.Add(1)
-	s.mu.Unlock()
-	return c
+	if mine == nil {
+		mine = map[*conn]struct{}{}
+		s.clients[key] = mine
+	}
+	mine[c] = struct{}{}
+	c.key, c.counted = key, true
+	return false, false
 }
 
 // finish unregisters a connection that has ended and frees its slot.
 func (s *Server) finish(c *conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	if c.counted {
-		mine := s.clients[c.key]
-		delete(mine, c)
-		if len(mine) == 0 {
-			delete(s.clients, c.key)
+	s.group.Remove(c, func() {
+		if c.counted {
+			mine := s.clients[c.key]
+			delete(mine, c)
+			if len(mine) == 0 {
+				delete(s.clients, c.key)
+			}
 		}
-	}
-	s.mu.Unlock()
-	s.release()
-	s.active.Done()
+	})
+	s.group.ReleaseSlot()
 }
 
 // Shutdown stops accepting, closes connections waiting for a request, lets
@@ -296,55 +273,17 @@ func (s *Server) finish(c *conn) {
 // connection) until ctx is done, then cuts the rest. It returns ctx's
 // error if it had to cut.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.closing.Swap(true) {
-		close(s.done)
-	}
-	for ln := range s.lns {
-		ln.Close()
-	}
-	for c := range s.conns {
-		c.reap(true)
-	}
-	s.mu.Unlock()
-	finished := make(chan struct{})
-	go func() { s.active.Wait(); close(finished) }()
-	select {
-	case <-finished:
+	s.group.Stop() // refuses new connections (listener.DropAccepted)
+	s.group.Each(func(c *conn) { c.reap(true) })
+	if s.group.Wait(ctx) == nil {
 		return nil
-	case <-ctx.Done():
 	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.nc.Close()
-	}
-	s.mu.Unlock()
-	<-finished
+	s.group.Cut(func(c *conn) { c.nc.Close() })
 	return ctx.Err()
 }
 
 // Active returns the number of open connections.
-func (s *Server) Active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
-func (s *Server) trackListener(ln net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing.Load() {
-		return false
-	}
-	s.lns[ln] = struct{}{}
-	return true
-}
-
-func (s *Server) untrackListener(ln net.Listener) {
-	s.mu.Lock()
-	delete(s.lns, ln)
-	s.mu.Unlock()
-}
+func (s *Server) Active() int { return s.group.Len() }
 
 // Connection states. Only a connection waiting for the first byte of a
 // request may be closed from outside (reaped); the state moves to active
@@ -427,7 +366,7 @@ func (c *conn) serve() {
 		// A body is read and dropped to keep the connection only when its
 		// length is known and small, and the client is not waiting for a
 		// 100 Continue it will never get.
-		keep := req.keepAlive && !c.s.closing.Load() && !req.chunked &&
+		keep := req.keepAlive && !c.s.group.Closing() && !req.chunked &&
 			req.bodyLen <= maxDiscard && !(req.expect100 && req.bodyLen > 0)
 		status, detail, backend := 0, "", ""
 		a := c.s.cfg.ACME
@@ -483,7 +422,7 @@ func (c *conn) readHead() (head []byte, _ *httpError, _ error) {
 				return nil, nil, err
 			}
 			c.state.Store(stateIdle)
-			if c.s.closing.Load() {
+			if c.s.group.Closing() {
 				return nil, nil, errReaped
 			}
 			c.setDeadline(cfg.IdleTimeout)
