@@ -364,6 +364,14 @@ tests:
     values: '10x60'
   - series: 'snilisten_connections_active{job="snilisten", instance="bad"}'
     values: '10x60'
+  # A third instance whose backends close without answering (a PROXY
+  # header they do not expect) and where a name loops back, from minute 11.
+  - series: 'snilisten_connections_finished_total{job="snilisten", instance="quirky", outcome="ok"}'
+    values: '0+600x60'
+  - series: 'snilisten_connections_finished_total{job="snilisten", instance="quirky", outcome="no_answer"}'
+    values: '0x10 0+60x50'
+  - series: 'snilisten_connections_finished_total{job="snilisten", instance="quirky", outcome="loop"}'
+    values: '0x10 0+2x50'
   # Something else on the same Prometheus with its descriptors near the
   # limit: not snilisten's business.
   - series: 'process_open_fds{job="other", instance="x"}'
@@ -375,6 +383,22 @@ tests:
   - {eval_time: 10m, alertname: SnilistenPeekTimeouts, exp_alerts: []}
   - {eval_time: 10m, alertname: SnilistenFileDescriptorsNearLimit, exp_alerts: []}
   - {eval_time: 10m, alertname: SnilistenDown, exp_alerts: []}
+  - {eval_time: 10m, alertname: SnilistenLoop, exp_alerts: []}
+  - {eval_time: 10m, alertname: SnilistenBackendSilent, exp_alerts: []}
+  - eval_time: 35m
+    alertname: SnilistenLoop
+    exp_alerts:
+    - exp_labels: {severity: warning, instance: quirky, job: snilisten}
+      exp_annotations:
+        summary: "snilisten quirky: a name leads back to snilisten"
+        description: "Connections were refused as loops in the last 10 minutes; see the log lines with outcome=loop for the name."
+  - eval_time: 35m
+    alertname: SnilistenBackendSilent
+    exp_alerts:
+    - exp_labels: {severity: warning, instance: quirky, job: snilisten}
+      exp_annotations:
+        summary: "snilisten quirky: backends close without answering"
+        description: "9.063% of connections end in no_answer; see the log lines with outcome=no_answer for which backend (a PROXY header it does not expect?)."
   - eval_time: 35m
     alertname: SnilistenBackendErrors
     exp_alerts:
