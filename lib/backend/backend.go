@@ -81,7 +81,9 @@ type FDDialer interface {
 // non-blocking descriptor (the caller's to close), for callers that hand
 // it to lib/relay. Unlike FDDialer's DialNow, its DialFD may wait (for
 // DNS, for a handshake) until ctx is done, so it runs in a goroutine of
-// its own.
+// its own. It never hands a connection off (Conn.Handoff stays false):
+// the caller relays whatever descriptor it returns, so a Dialer that may
+// hand off implements FDDialer instead.
 type ConnFDDialer interface {
 	Dialer
 	DialFD(ctx context.Context, req Request) (fd int, c Conn, err error)
