@@ -49,6 +49,10 @@ var (
 	ErrNoFlow = errors.New("quicflow: no flow awaiting a backend")
 )
 
+// errNotInitial is a datagram from an unknown client too short for an
+// Initial or in a short header packet.
+var errNotInitial = fmt.Errorf("%w: short header packet or datagram under %d bytes from a client without a flow", quic.ErrNotInitial, quic.MinDatagramSize)
+
 // Config bounds a Table. A zero field takes its default; a negative
 // one means no bound (for NewFlowsPerSecond: no rate limit).
 type Config struct {
@@ -290,6 +294,13 @@ func fatal(err error) bool {
 // first; the rate limit guards the expensive part, the key derivation and
 // decryption.
 func (t *Table) start(now time.Time, from netip.AddrPort, datagram []byte) Result {
+	if len(datagram) < quic.MinDatagramSize || datagram[0]&0x80 == 0 {
+		// What most strays are: the 1-RTT packets of a connection
+		// whose flow expired or whose client moved to a new address.
+		// Said without formatting, so that a stream of them costs no
+		// allocation.
+		return Result{Err: errNotInitial}
+	}
 	if _, err := quic.ParseInitial(datagram); err != nil {
 		return Result{Err: err}
 	}

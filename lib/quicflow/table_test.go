@@ -162,11 +162,12 @@ func TestDropWithoutState(t *testing.T) {
 		want     error
 	}{
 		{"garbage", bytes.Repeat([]byte{0xde, 0xad}, 700), quic.ErrUnknownVersion},
-		{"empty", nil, quic.ErrMalformed},
+		{"empty", nil, quic.ErrNotInitial},
 		{"unknown version", set(func(b []byte) { copy(b[1:5], []byte{0x1a, 0x2a, 0x3a, 0x4a}) }), quic.ErrUnknownVersion},
 		{"short header", set(func(b []byte) { b[0] = 0x40 }), quic.ErrNotInitial},
 		{"Handshake packet", set(func(b []byte) { b[0] = b[0]&^0x30 | 0x20 }), quic.ErrNotInitial},
-		{"truncated datagram", d[:1000], quic.ErrMalformed},
+		{"small datagram", d[:1000], quic.ErrNotInitial},
+		{"truncated header", set(func(b []byte) { b[5] = 200 }), quic.ErrMalformed},
 		{"does not decrypt", set(func(b []byte) { b[len(b)-1] ^= 1 }), quic.ErrDecrypt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -384,12 +385,16 @@ func TestFlowLimit(t *testing.T) {
 }
 
 // TestForwardAllocs pins the goal: no allocation per datagram of a
-// routed flow, either way.
+// routed flow, either way, nor for a stray short header packet.
 func TestForwardAllocs(t *testing.T) {
 	tb, from := routedTable(t)
 	d := make([]byte, 1200)
 	if n := testing.AllocsPerRun(100, func() { tb.Handle(t0, from, d) }); n != 0 {
 		t.Errorf("Handle on a routed flow: %v allocs, want 0", n)
+	}
+	stray := addr("192.0.2.2:1")
+	if n := testing.AllocsPerRun(100, func() { tb.Handle(t0, stray, d[:100]) }); n != 0 {
+		t.Errorf("Handle of a short datagram from an unknown client: %v allocs, want 0", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { tb.Touch(t0, from) }); n != 0 {
 		t.Errorf("Touch: %v allocs, want 0", n)
