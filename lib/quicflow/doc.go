@@ -56,7 +56,7 @@
 //     it is dropped with its flow.
 //   - IdleTimeout [5 min]: a routed flow unused for longer ends
 //     (Table.Expire). It must be at least the backend's QUIC idle
-//     timeout (quic-go 30 s, nginx 60 s by default), or a quiet but live
+//     timeout (30 s by default in quic-go), or a quiet but live
 //     connection would lose its flow and, a new 4-tuple being needed to
 //     start one, its client.
 //   - NewFlowsPerSecond [32] and NewFlowBurst [64]: each new flow costs a
@@ -65,7 +65,9 @@
 //     or an IPv6 /64) by a token bucket. A flood from many ports of one
 //     prefix spends that prefix's tokens only.
 //   - MaxClients [16384] token buckets, the least recently used evicted
-//     for a new prefix; Table.Expire forgets the buckets that refilled.
+//     for a new prefix (which, if more prefixes than that are flooding,
+//     starts again with a full bucket); Table.Expire forgets the buckets
+//     that refilled.
 //
 // The checks that cost nothing (header, counts, budget) come before the
 // rate limit, and the rate limit before the decryption.
