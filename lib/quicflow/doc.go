@@ -22,8 +22,10 @@
 //     in the LAST Initial datagram (quic-go scatters CRYPTO frames out of
 //     order across datagrams), so every datagram is held and the backend
 //     gets them all, in the order received. A datagram the Assembler
-//     refuses alone (another connection ID, a decryption failure) is
-//     dropped and not held; one that ends the flow (a protocol violation,
+//     refuses alone (another connection ID, a decryption failure, a 0-RTT
+//     packet not coalesced after an Initial, whose data the client sends
+//     again in 1-RTT packets when it goes unacknowledged) is dropped and
+//     not held; one that ends the flow (a protocol violation,
 //     a bound of lib/quic, CONNECTION_CLOSE, a malformed hello) drops the
 //     flow. Exact duplicates of a held datagram are not held twice.
 //   - routing: Route gave the caller the server name, the ALPN list and
