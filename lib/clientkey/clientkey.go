@@ -22,10 +22,5 @@ func Of(a net.Addr) (key netip.Addr, ok bool) {
 	if !ok {
 		return netip.Addr{}, false
 	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
-	return ip, true
+	return OfAddr(ip), true
 }
