@@ -1,24 +1,23 @@
 package quic
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	quicgo "github.com/quic-go/quic-go"
+
+	"github.com/snitools/snitools/lib/quic/quictest"
 )
 
 var updateCaptures = flag.Bool("update-captures", false, "rewrite testdata/*.hex from a live quic-go client (see testdata/README.md)")
@@ -155,47 +154,14 @@ func versionOf(d []byte) uint32 {
 	return uint32(d[1])<<24 | uint32(d[2])<<16 | uint32(d[3])<<8 | uint32(d[4])
 }
 
-// loadCaptures reads testdata/manifest.tsv and the captures it names.
+// loadCaptures reads testdata/manifest.tsv and the captures it names
+// (quictest, shared with the packages built on this one).
 func loadCaptures(tb testing.TB) []capture {
 	tb.Helper()
-	m, err := os.ReadFile(filepath.Join("testdata", "manifest.tsv"))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var caps []capture
-	for i, line := range strings.Split(strings.TrimSpace(string(m)), "\n")[1:] {
-		f := strings.Split(line, "\t")
-		if len(f) != 6 {
-			tb.Fatalf("manifest.tsv line %d: %d fields, want 6", i+2, len(f))
-		}
-		c := capture{file: f[0], serverName: f[2], alpn: strings.Split(f[3], ",")}
-		v, err1 := strconv.ParseUint(f[1], 0, 32)
-		n, err2 := strconv.Atoi(f[4])
-		l, err3 := strconv.Atoi(f[5])
-		if err := errors.Join(err1, err2, err3); err != nil {
-			tb.Fatalf("manifest.tsv line %d: %v", i+2, err)
-		}
-		c.version, c.helloLen = uint32(v), l
-		fh, err := os.Open(filepath.Join("testdata", c.file))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			if s := sc.Text(); s != "" && !strings.HasPrefix(s, "#") {
-				d, err := hex.DecodeString(s)
-				if err != nil {
-					tb.Fatalf("%s: %v", c.file, err)
-				}
-				c.datagrams = append(c.datagrams, d)
-			}
-		}
-		fh.Close()
-		if len(c.datagrams) != n {
-			tb.Fatalf("%s: %d datagrams, manifest says %d", c.file, len(c.datagrams), n)
-		}
-		caps = append(caps, c)
+	for _, c := range quictest.Captures(tb) {
+		caps = append(caps, capture{file: c.File, version: c.Version, serverName: c.ServerName,
+			alpn: c.ALPN, helloLen: c.HelloLen, datagrams: c.Datagrams})
 	}
 	return caps
 }

@@ -1,20 +1,16 @@
 package quicflow
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/snitools/snitools/lib/quic"
+	"github.com/snitools/snitools/lib/quic/quictest"
 )
 
 // The tests replay the Initial datagrams real quic-go clients sent
@@ -29,41 +25,12 @@ type capture struct {
 }
 
 // loadCaptures reads lib/quic/testdata/manifest.tsv and the captures it
-// names.
+// names (quictest).
 func loadCaptures(tb testing.TB) []capture {
 	tb.Helper()
-	dir := filepath.Join("..", "quic", "testdata")
-	m, err := os.ReadFile(filepath.Join(dir, "manifest.tsv"))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var caps []capture
-	for _, line := range strings.Split(strings.TrimSpace(string(m)), "\n")[1:] {
-		f := strings.Split(line, "\t")
-		if len(f) != 6 {
-			tb.Fatalf("manifest.tsv: %q: %d fields, want 6", line, len(f))
-		}
-		c := capture{file: f[0], serverName: f[2], alpn: strings.Split(f[3], ",")}
-		fh, err := os.Open(filepath.Join(dir, c.file))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			if s := sc.Text(); s != "" && !strings.HasPrefix(s, "#") {
-				d, err := hex.DecodeString(s)
-				if err != nil {
-					tb.Fatalf("%s: %v", c.file, err)
-				}
-				c.datagrams = append(c.datagrams, d)
-			}
-		}
-		fh.Close()
-		if fmt.Sprint(len(c.datagrams)) != f[4] {
-			tb.Fatalf("%s: %d datagrams, manifest says %s", c.file, len(c.datagrams), f[4])
-		}
-		caps = append(caps, c)
+	for _, c := range quictest.Captures(tb) {
+		caps = append(caps, capture{file: c.File, serverName: c.ServerName, alpn: c.ALPN, datagrams: c.Datagrams})
 	}
 	return caps
 }
