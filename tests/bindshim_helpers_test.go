@@ -141,17 +141,7 @@ func bsGetVia(t testing.TB, addr, local, sni string) (string, error) {
 		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(15 * time.Second))
-	tc := tls.Client(c, testPKI(t).ClientConfig(sni))
-	if _, err := fmt.Fprintf(tc, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", sni); err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(tc)
-	if len(b) > 0 {
-		err = nil
-	}
-	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
-	return body, err
+	return tlsGet(t, c, sni)
 }
 
 // bsAsNobody runs a command as uid and gid 65534 with stdin and returns
