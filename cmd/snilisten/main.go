@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/proxyheader"
+	"github.com/snitools/snitools/lib/quicdispatch"
+	"github.com/snitools/snitools/lib/quicflow"
 )
 
 // proxyFlag is -proxy-proto: alone it means version 2 (as in snid);
@@ -79,7 +82,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at /metrics on `ADDR` (HOST:PORT or unix:PATH; off by default)")
 	metricsPerBackend := fs.Bool("metrics-per-backend", false, "also count connections by backend (socket name, or address in tcp modes)")
 	fs.Var(allow, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
-	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
+	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, udp:PORT, udp:ADDR:PORT (QUIC, tcp and nat46 modes), unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
+	quicIdle := fs.Duration("quic-idle-timeout", quicflow.DefaultIdleTimeout, "end a QUIC flow unused in both directions for this long; at least the backends' QUIC idle timeout")
+	quicMaxFlows := fs.Int("quic-max-flows", quicflow.DefaultMaxRouted, "concurrent QUIC flows routed to backends (0: no bound)")
+	quicMaxPending := fs.Int("quic-max-pending", quicflow.DefaultMaxPending, "QUIC flows waiting for the rest of their ClientHello (0: no bound)")
+	quicPendingBudget := cli.Size(quicflow.DefaultMaxHeldBytes)
+	fs.Var(&quicPendingBudget, "quic-pending-budget", "`SIZE` of datagrams held for all QUIC flows waiting for their ClientHello (K, M, G suffixes)")
+	quicRate := fs.Float64("quic-flow-rate", quicflow.DefaultNewFlowsPerSecond, "new QUIC flows a second from one IPv4 address or IPv6 /64 (0: no limit)")
+	quicBurst := fs.Int("quic-flow-burst", quicflow.DefaultNewFlowBurst, "new QUIC flows one IPv4 address or IPv6 /64 may start at once, beyond -quic-flow-rate")
 	fs.Var(&proxy, "proxy-proto", "send a PROXY protocol header to the backend: v2 (alone or =v2) or =v1")
 	srvPorts := backend.Ports(backend.DefaultSRVPorts)
 	fs.Var(&srvPorts, "srv-ports", "`PORTS` (comma-separated) an SRV target may have (tcp and nat46 modes; '' allows none)")
@@ -122,6 +132,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *perClient < 0 {
 		return usage("-max-conns-per-client %d: must be 0 or more", *perClient)
 	}
+	for _, spec := range listens {
+		if strings.HasPrefix(spec, "udp:") && *mode == "unix" {
+			return usage("-listen %s: QUIC is routed in tcp and nat46 modes only, not in unix mode", spec)
+		}
+	}
+	if *quicIdle <= 0 || *quicMaxFlows < 0 || *quicMaxPending < 0 || *quicRate < 0 || *quicBurst < 1 {
+		return usage("-quic-idle-timeout must be above 0, -quic-max-flows, -quic-max-pending and -quic-flow-rate 0 or more, -quic-flow-burst 1 or more")
+	}
+	if quicPendingBudget < quicflow.ReservedDatagrams*2048 {
+		return usage("-quic-pending-budget %v: want at least %d bytes", &quicPendingBudget, quicflow.ReservedDatagrams*2048)
+	}
 	if *metricsListen != "" {
 		if err := metrics.CheckAddress(*metricsListen); err != nil {
 			return usage("-metrics-listen: %v", err)
@@ -138,11 +159,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// readiness must drain, not kill.
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
-	lns, err := listener.Open(listens)
+	socks, err := listener.OpenAll(listens)
 	if err != nil {
 		return c.Fail("%v", err)
 	}
+	lns, pcs := socks.Streams, socks.Datagrams
+	if len(pcs) > 0 && *mode == "unix" {
+		// Inherited from a socket unit with ListenDatagram=: closed, so
+		// that clients trying QUIC are refused at once and use TCP.
+		for _, pc := range pcs {
+			log.Warn("not serving QUIC: unix mode routes TCP only; use tcp or nat46 mode for QUIC", "address", "udp:"+pc.LocalAddr().String())
+			pc.Close()
+		}
+		pcs = nil
+	}
 	allow.DenyListeners(lns)
+	allow.DenyUDP(pcs)
 	cfg := dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,
@@ -150,9 +182,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		PeekBudget: int64(peekBudget),
 	}
 	cfg.Outgoing = outgoing
+	var qobs *metrics.QUIC
 	if *metricsListen != "" {
 		reg := metrics.NewRegistry()
 		cfg.Observer = metrics.NewDispatcher(reg, *metricsPerBackend)
+		if len(pcs) > 0 {
+			qobs = metrics.NewQUIC(reg, *metricsPerBackend)
+		}
 		ms, err := metrics.Listen(*metricsListen, reg)
 		if err != nil {
 			return c.Fail("%v", err)
@@ -165,7 +201,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return c.Fail("%v", err)
 	}
 	defer srv.Close()
-	return cli.Serve(srv, lns, signals, *shutdownTimeout, log, "mode", *mode)
+	if len(pcs) == 0 {
+		return cli.Serve(srv, lns, signals, *shutdownTimeout, log, "mode", *mode)
+	}
+	noBound := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	rate := *quicRate
+	if rate == 0 {
+		rate = -1
+	}
+	qcfg := quicdispatch.Config{
+		Dialer: dialer.(quicdispatch.Dialer), DefaultHostname: defName, ConnectTimeout: *connectTimeout,
+		Flows: quicflow.Config{MaxPending: noBound(*quicMaxPending), MaxHeldBytes: int(quicPendingBudget), MaxRouted: noBound(*quicMaxFlows),
+			IdleTimeout: *quicIdle, NewFlowsPerSecond: rate, NewFlowBurst: *quicBurst},
+		Log: log, Quiet: *quiet,
+	}
+	if qobs != nil {
+		qcfg.Observer = qobs
+	}
+	qsrv, err := quicdispatch.New(qcfg)
+	if err != nil {
+		return c.Fail("%v", err)
+	}
+	if qobs != nil {
+		qobs.WatchFlows(qsrv.Stats)
+	}
+	return cli.ServeDatagrams(srv, lns, qsrv, pcs, signals, *shutdownTimeout, log, "mode", *mode)
 }
 
 // newDialer builds the backend dialer for a mode from its flags; set says

@@ -136,3 +136,16 @@ func (a *AllowList) DenyListeners(lns []net.Listener) {
 		}
 	}
 }
+
+// DenyUDP refuses the addresses the given UDP sockets are bound to, as
+// DenyListeners does for TCP: a name resolving to the proxy's own QUIC
+// port must not make it send a client's datagrams to itself.
+func (a *AllowList) DenyUDP(pcs []*net.UDPConn) {
+	for _, pc := range pcs {
+		if ua, ok := pc.LocalAddr().(*net.UDPAddr); ok {
+			if ap := ua.AddrPort(); ap.IsValid() {
+				a.Deny(ap)
+			}
+		}
+	}
+}

@@ -111,6 +111,36 @@ func (d TCP) DialFD(ctx context.Context, req Request) (int, Conn, error) {
 	return fd, Conn{Backend: t.String(), Name: t.String(), Local: local}, nil
 }
 
+// DialUDP is Dial for a QUIC flow: it returns a UDP socket connected to
+// the first allowed address of the name (a UDP connect sends nothing, so
+// the first allowed address is the one used; a backend that is down
+// answers with ICMP, seen as a read error). In nat46 mode the socket is
+// bound, with IPV6_FREEBIND, to the client's IPv4 address embedded in the
+// prefix and, where it is free and allowed, to the client's own port, so
+// that the backend sees the client as it would over TCP.
+func (d TCP) DialUDP(ctx context.Context, req Request) (*net.UDPConn, Conn, error) {
+	var c net.Conn
+	t, err := d.dialFirst(ctx, req, func(t netip.AddrPort, source *net.TCPAddr) error {
+		dialer := net.Dialer{Control: d.control(source != nil)}
+		if source != nil {
+			dialer.LocalAddr = &net.UDPAddr{IP: source.IP, Port: int(addrPortOf(req.Client).Port())}
+		}
+		var err error
+		c, err = dialer.DialContext(ctx, "udp", t.String())
+		if err != nil && source != nil && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EACCES)) {
+			// The client's port is taken on that address (by a flow of
+			// another listener) or privileged: any port will do.
+			dialer.LocalAddr = &net.UDPAddr{IP: source.IP}
+			c, err = dialer.DialContext(ctx, "udp", t.String())
+		}
+		return unwrapDial(err)
+	})
+	if err != nil {
+		return nil, Conn{}, err
+	}
+	return c.(*net.UDPConn), Conn{Backend: t.String(), Name: t.String()}, nil
+}
+
 // dialFirst resolves req and calls connect (from the NAT46 source in
 // nat46 mode, else nil) for each allowed address in turn until one
 // succeeds, and returns that address. Its errors are Dial's.
@@ -211,12 +241,10 @@ func unwrapDial(err error) error {
 // sourceFor returns the NAT46 source address for a client: IPv4 clients
 // only, since an IPv6 client should have connected to the backend itself.
 func (d TCP) sourceFor(client net.Addr) (*net.TCPAddr, error) {
-	ta, ok := client.(*net.TCPAddr)
-	if !ok {
-		return nil, fmt.Errorf("%w: nat46 needs a TCP client, not %v", ErrRefused, client)
+	ip := addrPortOf(client).Addr().Unmap()
+	if !ip.IsValid() {
+		return nil, fmt.Errorf("%w: nat46 needs a TCP or UDP client, not %v", ErrRefused, client)
 	}
-	ip, _ := netip.AddrFromSlice(ta.IP)
-	ip = ip.Unmap()
 	if !ip.Is4() {
 		return nil, fmt.Errorf("%w: client %s came over IPv6; it should connect to the backend directly", ErrRefused, ip)
 	}
@@ -225,6 +253,18 @@ func (d TCP) sourceFor(client net.Addr) (*net.TCPAddr, error) {
 		return nil, fmt.Errorf("%w: embed %s in %s: %v", ErrRefused, ip, d.NAT46, err)
 	}
 	return &net.TCPAddr{IP: src.AsSlice()}, nil
+}
+
+// addrPortOf returns the address and port of a TCP or UDP address, or
+// the zero AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case *net.UDPAddr:
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
 }
 
 // control returns the Dialer.Control function: the allow list, checked on
@@ -262,9 +302,7 @@ func (d TCP) resolve(ctx context.Context, req Request) ([]netip.AddrPort, []erro
 	}
 	port := d.Port
 	if port == 0 {
-		if ta, ok := req.Local.(*net.TCPAddr); ok {
-			port = ta.Port
-		}
+		port = int(addrPortOf(req.Local).Port())
 	}
 	network := "ip"
 	if d.NAT46.IsValid() {

@@ -7,7 +7,13 @@
 //	tcp:PORT          every address of both families on PORT
 //	tcp:ADDR:PORT     one address; IPv6 in brackets: tcp:[2001:db8::1]:443
 //	unix:PATH         a UNIX stream socket at PATH (a stale one is replaced)
-//	fd:NAME           the inherited socket systemd named NAME (FileDescriptorName=)
+//	udp:PORT          UDP (QUIC) on every address of both families on PORT
+//	udp:ADDR:PORT     UDP on one address
+//	fd:NAME           the inherited sockets systemd named NAME (FileDescriptorName=):
+//	                  stream (ListenStream=) and datagram (ListenDatagram=) alike
+//
+// Open returns stream listeners only; OpenAll returns the UDP sockets too,
+// for a daemon that serves QUIC.
 package listener
 
 import (
@@ -27,51 +33,93 @@ import (
 // inherited sockets.
 var ErrNoListeners = errors.New("nothing to listen on: give -listen or start under systemd socket activation")
 
-// Open returns one listener per spec. With no specs it returns every socket
-// inherited through systemd socket activation. Inherited sockets that no
-// spec names are closed. On error, every listener opened so far is closed.
+// Sockets are what a daemon serves from: stream listeners (TCP, UNIX)
+// and UDP sockets.
+type Sockets struct {
+	Streams   []net.Listener
+	Datagrams []*net.UDPConn
+}
+
+// Close closes every socket.
+func (s Sockets) Close() {
+	closeAll(s.Streams)
+	for _, d := range s.Datagrams {
+		d.Close()
+	}
+}
+
+// Open returns one listener per spec, for a daemon that serves streams
+// only: a udp: spec, or an inherited UDP socket, is an error. With no
+// specs it returns every socket inherited through systemd socket
+// activation. Inherited sockets that no spec names are closed. On error,
+// every listener opened so far is closed.
 func Open(specs []string) ([]net.Listener, error) {
-	inherited, err := inheritedByName()
+	s, err := OpenAll(specs)
 	if err != nil {
 		return nil, err
 	}
-	var lns []net.Listener
-	fail := func(err error) ([]net.Listener, error) {
-		closeAll(lns)
-		for _, l := range inherited {
-			closeAll(l)
+	if len(s.Datagrams) > 0 {
+		s.Close()
+		return nil, fmt.Errorf("listen: UDP socket %s: this command serves streams only", s.Datagrams[0].LocalAddr())
+	}
+	return s.Streams, nil
+}
+
+// OpenAll is Open for a daemon that serves UDP as well: it returns the
+// stream listeners and the UDP sockets of the specs, or with no specs
+// every inherited socket of either kind.
+func OpenAll(specs []string) (Sockets, error) {
+	inherited, err := inheritedByName()
+	if err != nil {
+		return Sockets{}, err
+	}
+	var out Sockets
+	fail := func(err error) (Sockets, error) {
+		out.Close()
+		for _, s := range inherited {
+			s.Close()
 		}
-		return nil, err
+		return Sockets{}, err
 	}
 	if len(specs) == 0 {
-		for _, l := range inherited {
-			lns = append(lns, l...)
+		for _, s := range inherited {
+			out.Streams = append(out.Streams, s.Streams...)
+			out.Datagrams = append(out.Datagrams, s.Datagrams...)
 		}
-		if len(lns) == 0 {
-			return nil, ErrNoListeners
+		if len(out.Streams)+len(out.Datagrams) == 0 {
+			return Sockets{}, ErrNoListeners
 		}
-		return lns, nil
+		return out, nil
 	}
 	for _, spec := range specs {
 		if name, ok := strings.CutPrefix(spec, "fd:"); ok {
-			l, found := inherited[name]
+			s, found := inherited[name]
 			if !found {
 				return fail(fmt.Errorf("listen %q: no inherited socket named %q (LISTEN_FDNAMES)", spec, name))
 			}
-			lns = append(lns, l...)
+			out.Streams = append(out.Streams, s.Streams...)
+			out.Datagrams = append(out.Datagrams, s.Datagrams...)
 			delete(inherited, name)
+			continue
+		}
+		if rest, ok := strings.CutPrefix(spec, "udp:"); ok {
+			pc, err := listenUDP(spec, rest)
+			if err != nil {
+				return fail(err)
+			}
+			out.Datagrams = append(out.Datagrams, pc)
 			continue
 		}
 		l, err := listen(spec)
 		if err != nil {
 			return fail(err)
 		}
-		lns = append(lns, l)
+		out.Streams = append(out.Streams, l)
 	}
-	for _, l := range inherited {
-		closeAll(l)
+	for _, s := range inherited {
+		s.Close()
 	}
-	return lns, nil
+	return out, nil
 }
 
 // CheckSpec reports whether spec is well formed, without opening anything:
@@ -79,7 +127,7 @@ func Open(specs []string) ([]net.Listener, error) {
 func CheckSpec(spec string) error {
 	kind, rest, _ := strings.Cut(spec, ":")
 	switch kind {
-	case "tcp":
+	case "tcp", "udp":
 		_, err := tcpAddress(rest)
 		if err != nil {
 			return fmt.Errorf("listen spec %q: %w", spec, err)
@@ -91,7 +139,7 @@ func CheckSpec(spec string) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("listen spec %q: want tcp:PORT, tcp:ADDR:PORT, unix:PATH or fd:NAME", spec)
+	return fmt.Errorf("listen spec %q: want tcp:PORT, tcp:ADDR:PORT, udp:PORT, udp:ADDR:PORT, unix:PATH or fd:NAME", spec)
 }
 
 func listen(spec string) (net.Listener, error) {
@@ -110,7 +158,26 @@ func listen(spec string) (net.Listener, error) {
 	return l, nil
 }
 
-// tcpAddress turns "PORT" or "ADDR:PORT" into a net.Listen address.
+// listenUDP opens the UDP socket of a udp: spec, rest being what follows
+// "udp:".
+func listenUDP(spec, rest string) (*net.UDPConn, error) {
+	if err := CheckSpec(spec); err != nil {
+		return nil, err
+	}
+	addr, _ := tcpAddress(rest)
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", spec, err)
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", spec, err)
+	}
+	return pc, nil
+}
+
+// tcpAddress turns "PORT" or "ADDR:PORT" into a net.Listen address (TCP
+// or UDP).
 func tcpAddress(s string) (string, error) {
 	host, port := "", s
 	if i := strings.LastIndexByte(s, ':'); i >= 0 {
@@ -156,19 +223,39 @@ func listenUnix(path string) (net.Listener, error) {
 // inheritedByName takes the sockets passed by systemd (LISTEN_FDS,
 // LISTEN_PID, LISTEN_FDNAMES), unsetting those variables so that children do
 // not inherit them. Unnamed sockets are named "LISTEN_FD_<n>" by go-systemd.
-func inheritedByName() (map[string][]net.Listener, error) {
+// Each is a listening stream socket or a UDP socket; anything else is an
+// error.
+func inheritedByName() (map[string]Sockets, error) {
 	files := activation.Files(true)
-	byName := make(map[string][]net.Listener, len(files))
-	for _, f := range files {
-		l, err := net.FileListener(f)
-		f.Close()
-		if err != nil {
-			for _, ls := range byName {
-				closeAll(ls)
-			}
-			return nil, fmt.Errorf("inherited socket %q: not a listening stream socket: %w", f.Name(), err)
+	byName := make(map[string]Sockets, len(files))
+	fail := func(err error) (map[string]Sockets, error) {
+		for _, s := range byName {
+			s.Close()
 		}
-		byName[f.Name()] = append(byName[f.Name()], l)
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for i, f := range files {
+		files[i] = nil
+		s := byName[f.Name()]
+		if l, err := net.FileListener(f); err == nil {
+			s.Streams = append(s.Streams, l)
+		} else if pc, perr := net.FilePacketConn(f); perr == nil {
+			udp, ok := pc.(*net.UDPConn)
+			if !ok {
+				pc.Close()
+				f.Close()
+				return fail(fmt.Errorf("inherited socket %q: a datagram socket that is not UDP (%s)", f.Name(), pc.LocalAddr().Network()))
+			}
+			s.Datagrams = append(s.Datagrams, udp)
+		} else {
+			f.Close()
+			return fail(fmt.Errorf("inherited socket %q: neither a listening stream socket nor a UDP socket: %w", f.Name(), err))
+		}
+		f.Close()
+		byName[f.Name()] = s
 	}
 	return byName, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/snitools/snitools/lib/clienthello"
 	"github.com/snitools/snitools/lib/clientkey"
 	"github.com/snitools/snitools/lib/quic"
 )
@@ -138,6 +139,10 @@ type Result struct {
 	// received, the last one included (Route). The Table does not
 	// reuse them.
 	Datagrams [][]byte
+	// Hello is the whole ClientHello (Route), for callers that map it
+	// to a name as for TCP (clienthello.Route: default host, invalid
+	// names).
+	Hello clienthello.Info
 	// Backend is what the caller gave Routed (Forward).
 	Backend any
 }
@@ -372,7 +377,7 @@ func (t *Table) route(f *flow) Result {
 	f.state = routing
 	t.nrouted++
 	f.pend.routeLen = len(f.pend.held)
-	return Result{Verdict: Route, ServerName: hello.ServerName(), ALPN: hello.ALPN(), Datagrams: f.pend.held}
+	return Result{Verdict: Route, ServerName: hello.ServerName(), ALPN: hello.ALPN(), Datagrams: f.pend.held, Hello: hello}
 }
 
 // Routed records the backend chosen for the flow of from, after a Route
