@@ -55,6 +55,8 @@ func (c *countingConn) LocalAddr() net.Addr                { return c.uc.LocalAd
 func (c *countingConn) SetDeadline(t time.Time) error      { return c.uc.SetDeadline(t) }
 func (c *countingConn) SetReadDeadline(t time.Time) error  { return c.uc.SetReadDeadline(t) }
 func (c *countingConn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+func (c *countingConn) SetReadBuffer(n int) error          { return c.uc.SetReadBuffer(n) }
+func (c *countingConn) SetWriteBuffer(n int) error         { return c.uc.SetWriteBuffer(n) }
 
 func (c *countingConn) WriteTo(b []byte, _ net.Addr) (int, error) {
 	if !c.answered.Load() {

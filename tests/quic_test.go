@@ -1,12 +1,21 @@
 package tests
 
 import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
 	"regexp"
 	"strings"
-
-	"github.com/miekg/dns"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/snitools/snitools/lib/quic/quictest"
 )
 
 // TestQUICTCPMode routes real HTTP/3 exchanges (quic-go client and
@@ -87,4 +96,184 @@ func TestQUICTCPMode(t *testing.T) {
 		}
 	}
 	t.Logf("snilisten:\n%s", s.Output())
+}
+
+// TestQUICNAT46Mode is the flagship: an IPv4 client's HTTP/3 request
+// reaches an unmodified HTTP/3 server on IPv6, which sees the client's
+// IPv4 address embedded in the NAT46 prefix, and its port, exactly as
+// over TCP. A client over IPv6 is refused (it should reach the backend
+// directly).
+func TestQUICNAT46Mode(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t,
+		[]string{"192.0.2.1/32", "192.0.2.10/32", "2001:db8:5ba7::10/128"},
+		"127.0.0.1 localhost\n2001:db8:5ba7::10 app.example.test\n",
+		"nameserver 127.0.0.53\n")
+	h3Backend(t, "[2001:db8:5ba7::10]:443", "app")
+	s := startSnilistenOn(t, "udp:192.0.2.1:443", "-mode", "nat46", "-nat46-prefix", "64:ff9b:1::/96",
+		"-backend-cidr", "2001:db8:5ba7::/64", "-listen", "udp:[::1]:443", "-quic-idle-timeout", "2s")
+	res, err := h3Get(t, "192.0.2.10", "192.0.2.1:443", "app.example.test", 5*time.Second)
+	if err != nil {
+		t.Fatalf("GET https://app.example.test/: %v\n%s", err, s.Output())
+	}
+	_, clientPort, _ := net.SplitHostPort(res.Local)
+	want := "backend=app remote=[64:ff9b:1::c000:20a]:" + clientPort
+	if res.Body != want {
+		t.Errorf("the backend saw %q, want %q", res.Body, want)
+	}
+	t.Logf("client %s, hello in %d datagrams: %q", res.Local, res.Initials, res.Body)
+	waitLog(t, s.Proc, "msg=\"quic flow\"", "client=192.0.2.10:"+clientPort, "backend=[2001:db8:5ba7::10]:443", "outcome=ok")
+
+	if _, err := h3Get(t, "::1", "[::1]:443", "app.example.test", 2*time.Second); err == nil {
+		t.Errorf("a client over IPv6 was served in nat46 mode")
+	}
+	waitLog(t, s.Proc, "msg=\"quic flow\"", "client=[::1]:", "came over IPv6")
+}
+
+// TestQUICHostile sends snilisten's UDP port what an attacker or a broken
+// network would: garbage, short header packets, unknown versions, and a
+// flood of real Initials (replayed captures) from 300 ports of one
+// address. All are dropped (counted by reason) without harming a real
+// client from another address, and the flood starts no more flows than
+// its prefix's burst.
+func TestQUICHostile(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t,
+		[]string{"192.0.2.1/32", "192.0.2.10/32", "192.0.2.66/32", "198.51.100.10/32"},
+		"127.0.0.1 localhost\n198.51.100.10 app.example.test quic-v1.example.test quic-v2.example.test classic.example.test\n",
+		"nameserver 127.0.0.53\n")
+	h3Backend(t, "198.51.100.10:443", "app")
+	const burst = 5
+	s := startSnilistenOn(t, "udp:192.0.2.1:443", "-mode", "tcp", "-backend-cidr", "198.51.100.0/24",
+		"-quic-flow-rate", "1", "-quic-flow-burst", fmt.Sprint(burst), "-metrics-listen", "127.0.0.1:0", "-q")
+	metrics := metricsAddr(t, s.Proc)
+
+	attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("192.0.2.66")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	to := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.1:443"))
+	send := func(c *net.UDPConn, d []byte) {
+		if _, err := c.WriteToUDP(d, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	garbage := make([]byte, 1200)
+	for i := 0; i < 500; i++ {
+		rand.Read(garbage)
+		garbage[0] = 0x40 | garbage[0]&0x3f // a short header: no flow to start
+		send(attacker, garbage)
+	}
+	unknown := make([]byte, 1200)
+	for i := 0; i < 500; i++ {
+		rand.Read(unknown)
+		unknown[0] = 0xc0
+		binary.BigEndian.PutUint32(unknown[1:], 0x1a2a3a4a) // a reserved (greasing) version
+		send(attacker, unknown)
+	}
+	// The flood: each port sends a real client's whole hello.
+	caps := quictest.Captures(t)
+	for i := 0; i < 300; i++ {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("192.0.2.66")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range caps[i%len(caps)].Datagrams {
+			send(c, d)
+		}
+		c.Close()
+	}
+	// A real client from another address is served all along.
+	res, err := h3Get(t, "192.0.2.10", "192.0.2.1:443", "app.example.test", 5*time.Second)
+	if err != nil || !strings.HasPrefix(res.Body, "backend=app ") {
+		t.Fatalf("a real client during the flood: %v %q", err, res.Body)
+	}
+	waitFor(t, 5*time.Second, "every datagram to be counted", func() bool {
+		return metricValue(t, metrics, "snilisten_quic_datagrams_dropped_total", `reason="unknown_version"`) >= 500
+	})
+	notQUIC := metricValue(t, metrics, "snilisten_quic_datagrams_dropped_total", `reason="not_quic"`)
+	unknownVersion := metricValue(t, metrics, "snilisten_quic_datagrams_dropped_total", `reason="unknown_version"`)
+	rate := metricValue(t, metrics, "snilisten_quic_datagrams_dropped_total", `reason="rate"`)
+	started := metricValue(t, metrics, "snilisten_quic_flows_started_total", "")
+	t.Logf("dropped: not_quic %v, unknown_version %v, rate %v; flows started %v", notQUIC, unknownVersion, rate, started)
+	if notQUIC != 500 || unknownVersion != 500 {
+		t.Errorf("dropped not_quic %v and unknown_version %v, want 500 each", notQUIC, unknownVersion)
+	}
+	// The flood's 300 hellos: at most the burst and what the rate of 1/s
+	// refilled meanwhile start a flow; the others' first datagrams are
+	// dropped for the rate.
+	if started > burst+10 || started < 2 {
+		t.Errorf("%v flows started (the flood's and the real client's), want at most the burst %d plus refills", started, burst)
+	}
+	if rate < 250 {
+		t.Errorf("%v datagrams dropped for the rate, want most of the flood's 300 hellos", rate)
+	}
+	if s.Exited() {
+		t.Fatalf("snilisten exited: %s", s.Output())
+	}
+}
+
+// TestQUICSocketActivation serves a UDP socket inherited from systemd
+// (ListenDatagram=, here systemd-socket-activate --datagram, which starts
+// snilisten at the first datagram: that hello must be served), and on
+// SIGTERM ends the open QUIC flows at once (they cannot outlive the
+// socket) and exits 0 well before -shutdown-timeout. In unix mode the
+// inherited UDP socket is refused with a warning, and with nothing else
+// to serve snilisten fails.
+func TestQUICSocketActivation(t *testing.T) {
+	need(t, "systemd-socket-activate")
+	backendPort := freeUDPPort(t)
+	h3Backend(t, fmt.Sprintf("127.0.0.1:%d", backendPort), "local")
+	notify := newNotifySocket(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	p := start(t, exec.Command("systemd-socket-activate", "--datagram", "-l", addr, "--fdname=https",
+		"-E", "NOTIFY_SOCKET="+notify.Path,
+		bin(t, "snilisten"), "-listen", "fd:https", "-mode", "tcp", "-backend-cidr", "127.0.0.0/8",
+		"-backend-port", fmt.Sprint(backendPort), "-shutdown-timeout", "60s"))
+	time.Sleep(200 * time.Millisecond) // systemd-socket-activate binds, then waits for a datagram
+	res, err := h3Get(t, "", addr, "localhost", 10*time.Second)
+	if err != nil || !strings.HasPrefix(res.Body, "backend=local ") {
+		t.Fatalf("through the inherited socket: %v %q\n%s", err, res.Body, p.Output())
+	}
+	waitFor(t, 10*time.Second, "READY=1", func() bool { return notify.saw("READY=1") })
+	started := time.Now()
+	p.Signal(t, syscall.SIGTERM)
+	if err := p.Wait(t, 20*time.Second); err != nil {
+		t.Fatalf("snilisten exit after SIGTERM: %v (want status 0)\n%s", err, p.Output())
+	}
+	t.Logf("exited %v after SIGTERM with a QUIC flow open", time.Since(started).Round(time.Millisecond))
+	if len(logLines(p, "msg=\"quic flow\"", "sni=localhost", "outcome=shutdown")) != 1 {
+		t.Errorf("want one flow ended by the shutdown:\n%s", p.Output())
+	}
+
+	// unix mode: the datagram socket is not served.
+	addr = fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	p = start(t, exec.Command("systemd-socket-activate", "--datagram", "-l", addr,
+		bin(t, "snilisten"), "-mode", "unix", "-unix-directory", socketDir(t)))
+	time.Sleep(200 * time.Millisecond)
+	uc, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Write([]byte("start"))
+	uc.Close()
+	if err := p.Wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "not serving QUIC") || !strings.Contains(p.Output(), "nothing to listen on") {
+		t.Errorf("unix mode with only a UDP socket: %v\n%s", err, p.Output())
+	}
+}
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().(*net.UDPAddr).Port
 }

@@ -172,6 +172,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			pc.Close()
 		}
 		pcs = nil
+		if len(lns) == 0 {
+			return c.Fail("%v", listener.ErrNoListeners)
+		}
 	}
 	allow.DenyListeners(lns)
 	allow.DenyUDP(pcs)
