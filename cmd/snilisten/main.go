@@ -21,6 +21,7 @@ import (
 	"github.com/snitools/snitools/lib/metrics"
 	"github.com/snitools/snitools/lib/nat46"
 	"github.com/snitools/snitools/lib/proxyheader"
+	"github.com/snitools/snitools/lib/quic"
 	"github.com/snitools/snitools/lib/quicdispatch"
 	"github.com/snitools/snitools/lib/quicflow"
 )
@@ -137,11 +138,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return usage("-listen %s: QUIC is routed in tcp and nat46 modes only, not in unix mode", spec)
 		}
 	}
-	if *quicIdle <= 0 || *quicMaxFlows < 0 || *quicMaxPending < 0 || *quicRate < 0 || *quicBurst < 1 {
-		return usage("-quic-idle-timeout must be above 0, -quic-max-flows, -quic-max-pending and -quic-flow-rate 0 or more, -quic-flow-burst 1 or more")
-	}
-	if quicPendingBudget < quicflow.ReservedDatagrams*2048 {
-		return usage("-quic-pending-budget %v: want at least %d bytes", &quicPendingBudget, quicflow.ReservedDatagrams*2048)
+	switch {
+	case *quicIdle <= 0:
+		return usage("-quic-idle-timeout %v: must be above 0", *quicIdle)
+	case *quicMaxFlows < 0:
+		return usage("-quic-max-flows %d: must be 0 or more", *quicMaxFlows)
+	case *quicMaxPending < 0:
+		return usage("-quic-max-pending %d: must be 0 or more", *quicMaxPending)
+	case *quicRate < 0:
+		return usage("-quic-flow-rate %v: must be 0 or more", *quicRate)
+	case *quicBurst < 1:
+		return usage("-quic-flow-burst %d: must be 1 or more", *quicBurst)
+	case quicPendingBudget < quicflow.ReservedDatagrams*quic.MaxDatagramSize:
+		return usage("-quic-pending-budget %v: want at least %d bytes (%d datagrams)", &quicPendingBudget, quicflow.ReservedDatagrams*quic.MaxDatagramSize, quicflow.ReservedDatagrams)
 	}
 	if *metricsListen != "" {
 		if err := metrics.CheckAddress(*metricsListen); err != nil {

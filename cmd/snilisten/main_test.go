@@ -21,5 +21,11 @@ func TestRunUsage(t *testing.T) {
 		{Args: []string{"-peek-budget", "1"}, Status: 2, Stderr: "snilisten: -peek-budget 1: want at least"},
 		{Args: []string{"-metrics-per-backend"}, Status: 2, Stderr: "snilisten: -metrics-per-backend: needs -metrics-listen\n"},
 		{Args: []string{"-log-format", "xml"}, Status: 2, Stderr: "snilisten: -log-format:"},
+		{Args: []string{"-listen", "udp:443"}, Status: 2, Stderr: "snilisten: -listen udp:443: QUIC is routed in tcp and nat46 modes only, not in unix mode\n"},
+		{Args: []string{"-listen", "udp:x:443"}, Status: 2, Stderr: "snilisten: invalid value \"udp:x:443\" for flag -listen: listen spec \"udp:x:443\": address \"x\" is not an IP address\n"},
+		{Args: []string{"-quic-idle-timeout", "0s"}, Status: 2, Stderr: "snilisten: -quic-idle-timeout 0s: must be above 0\n"},
+		{Args: []string{"-quic-max-flows", "-1"}, Status: 2, Stderr: "snilisten: -quic-max-flows -1: must be 0 or more\n"},
+		{Args: []string{"-quic-flow-burst", "0"}, Status: 2, Stderr: "snilisten: -quic-flow-burst 0: must be 1 or more\n"},
+		{Args: []string{"-quic-pending-budget", "1K"}, Status: 2, Stderr: "snilisten: -quic-pending-budget 1K: want at least"},
 	})
 }
