@@ -18,8 +18,9 @@ import (
 
 // h3Backend serves HTTP/3 on addr (UDP) with the test certificate: every
 // answer is "backend=NAME remote=ADDR", ADDR being the client address the
-// server saw.
-func h3Backend(t testing.TB, addr, name string) {
+// server saw. It returns a function that kills the server: its socket
+// closes without a word to its clients, as when the process dies.
+func h3Backend(t testing.TB, addr, name string) (kill func()) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
@@ -35,6 +36,7 @@ func h3Backend(t testing.TB, addr, name string) {
 	}
 	go srv.Serve(pc)
 	t.Cleanup(func() { srv.Close(); pc.Close() })
+	return func() { pc.Close() }
 }
 
 // countingConn is the client's UDP socket, connected to the address it
@@ -83,10 +85,21 @@ type h3Result struct {
 	Local string
 }
 
-// h3Get makes one HTTP/3 request for https://sni/ to the UDP address
-// to, from the address from ("" for any), with quic-go's client and its
-// default (post-quantum, multi-datagram) ClientHello.
-func h3Get(t testing.TB, from, to, sni string, timeout time.Duration) (h3Result, error) {
+// h3Client is quic-go's HTTP/3 client with its default (post-quantum,
+// multi-datagram) ClientHello, sending from its own UDP socket connected
+// to one address. Its requests share one QUIC connection.
+type h3Client struct {
+	t     testing.TB
+	sni   string
+	cc    *countingConn
+	tr    *quic.Transport
+	rt    *http3.Transport
+	local string
+}
+
+// newH3Client makes a client for https://sni/ at the UDP address to,
+// from the address from ("" for any); timeout bounds the handshake.
+func newH3Client(t testing.TB, from, to, sni string, timeout time.Duration) (*h3Client, error) {
 	t.Helper()
 	var laddr *net.UDPAddr
 	if from != "" {
@@ -94,35 +107,56 @@ func h3Get(t testing.TB, from, to, sni string, timeout time.Duration) (h3Result,
 	}
 	raddr, err := net.ResolveUDPAddr("udp", to)
 	if err != nil {
-		return h3Result{}, err
+		return nil, err
 	}
 	uc, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {
-		return h3Result{}, err
+		return nil, err
 	}
-	cc := &countingConn{uc: uc}
-	tr := &quic.Transport{Conn: cc}
-	defer tr.Close()
+	c := &h3Client{t: t, sni: sni, cc: &countingConn{uc: uc}, local: uc.LocalAddr().String()}
+	c.tr = &quic.Transport{Conn: c.cc}
 	tc := testPKI(t).ClientConfig(sni)
 	tc.NextProtos = []string{http3.NextProtoH3}
-	rt := &http3.Transport{
+	c.rt = &http3.Transport{
 		TLSClientConfig: tc,
-		QUICConfig:      &quic.Config{HandshakeIdleTimeout: timeout},
+		QUICConfig:      &quic.Config{HandshakeIdleTimeout: timeout, MaxIdleTimeout: timeout},
 		Dial: func(ctx context.Context, _ string, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
-			return tr.DialEarly(ctx, raddr, tlsConf, conf)
+			return c.tr.DialEarly(ctx, raddr, tlsConf, conf)
 		},
 	}
-	defer rt.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+5*time.Second)
+	return c, nil
+}
+
+// Get requests / and returns the body, waiting at most timeout.
+func (c *h3Client) Get(timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+sni+"/", nil)
-	resp, err := rt.RoundTrip(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+c.sni+"/", nil)
+	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
-		return h3Result{Initials: cc.sentBeforeAnswer.Load()}, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return h3Result{Body: string(body), Initials: cc.sentBeforeAnswer.Load(), Local: uc.LocalAddr().String()}, err
+	return string(body), err
+}
+
+func (c *h3Client) Close() {
+	c.rt.Close()
+	c.tr.Close()
+}
+
+// h3Get makes one HTTP/3 request for https://sni/ to the UDP address
+// to, from the address from ("" for any), on a new QUIC connection.
+func h3Get(t testing.TB, from, to, sni string, timeout time.Duration) (h3Result, error) {
+	t.Helper()
+	c, err := newH3Client(t, from, to, sni, timeout)
+	if err != nil {
+		return h3Result{}, err
+	}
+	defer c.Close()
+	body, err := c.Get(timeout + 5*time.Second)
+	return h3Result{Body: body, Initials: c.cc.sentBeforeAnswer.Load(), Local: c.local}, err
 }
 
 // udpAddrOf strips the "udp:" that snilisten logs before a UDP address.

@@ -28,8 +28,10 @@ func TestQUICTCPMode(t *testing.T) {
 		return
 	}
 	netnsSetup(t,
-		[]string{"192.0.2.1/32", "192.0.2.2/32", "192.0.2.10/32", "198.51.100.10/32", "198.51.100.11/32", "203.0.113.5/32", "2001:db8:5ba7::10/128"},
+		[]string{"192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32", "192.0.2.10/32", "198.51.100.10/32", "198.51.100.11/32", "203.0.113.5/32",
+			"2001:db8:5ba7::10/128", "2001:db8:1::1/128", "2001:db8:1::2/128", "2001:db8:1::10/128"},
 		"127.0.0.1 localhost\n"+
+			"192.0.2.3 loop.example.test\n"+
 			"198.51.100.10 v4.example.test\n"+
 			"198.51.100.11 other.example.test\n"+
 			"2001:db8:5ba7::10 v6.example.test\n"+
@@ -53,8 +55,13 @@ func TestQUICTCPMode(t *testing.T) {
 		{"192.0.2.2:443", "v4.example.test", "backend=v4"},
 		{"192.0.2.1:443", "other.example.test", "backend=other"},
 		{"192.0.2.2:443", "v6.example.test", "backend=v6"},
+		{"[2001:db8:1::2]:443", "v4.example.test", "backend=v4"},
 	} {
-		res, err := h3Get(t, "192.0.2.10", tc.to, tc.sni, 5*time.Second)
+		from := "192.0.2.10"
+		if strings.HasPrefix(tc.to, "[") {
+			from = "2001:db8:1::10"
+		}
+		res, err := h3Get(t, from, tc.to, tc.sni, 5*time.Second)
 		if err != nil {
 			t.Fatalf("GET https://%s/ via %s: %v\n%s", tc.sni, tc.to, err, s.Output())
 		}
@@ -88,14 +95,26 @@ func TestQUICTCPMode(t *testing.T) {
 	// The clients closed their connections (in an encrypted frame):
 	// their flows end when idle, one line each with the bytes both ways.
 	waitFor(t, 10*time.Second, "the flows to end idle", func() bool {
-		return len(logLines(s.Proc, "msg=\"quic flow\"", "outcome=ok")) == 5
+		return len(logLines(s.Proc, "msg=\"quic flow\"", "outcome=ok")) == 6
 	})
 	for _, l := range logLines(s.Proc, "msg=\"quic flow\"", "outcome=ok") {
-		if !regexp.MustCompile(`client=192\.0\.2\.10:\d+ sni=(v4|v6|other)\.example\.test backend=\S+:8443 up=[1-9]\d* down=[1-9]\d* datagrams_up=[1-9]\d* datagrams_down=[1-9]`).MatchString(l) {
+		if !regexp.MustCompile(`client=(192\.0\.2\.10|\[2001:db8:1::10\]):\d+ sni=(v4|v6|other)\.example\.test backend=\S+:8443 up=[1-9]\d* down=[1-9]\d* datagrams_up=[1-9]\d* datagrams_down=[1-9]`).MatchString(l) {
 			t.Errorf("flow log line: %s", l)
 		}
 	}
 	t.Logf("snilisten:\n%s", s.Output())
+
+	// A name that leads back to snilisten's own UDP port (the port the
+	// client came to is the backend port without -backend-port) is
+	// refused, not relayed to itself.
+	loop := startSnilistenOn(t, "udp:0.0.0.0:9443", "-mode", "tcp", "-backend-cidr", "192.0.2.0/24")
+	if res, err := h3Get(t, "192.0.2.10", "192.0.2.3:9443", "loop.example.test", 2*time.Second); err == nil {
+		t.Errorf("loop.example.test answered %q", res.Body)
+	}
+	waitLog(t, loop.Proc, "msg=\"quic flow\"", "sni=loop.example.test", "outcome=refused_cidr", "this proxy")
+	if n := len(logLines(loop.Proc, "msg=\"quic flow\"")); n != 1 {
+		t.Errorf("%d flows for one client of loop.example.test, want 1:\n%s", n, loop.Output())
+	}
 }
 
 // TestQUICNAT46Mode is the flagship: an IPv4 client's HTTP/3 request
@@ -276,4 +295,44 @@ func freeUDPPort(t testing.TB) int {
 	}
 	defer pc.Close()
 	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestQUICBackendDies: a backend killed mid-connection (its socket
+// closes without a word) ends the flow with backend_error when the
+// client's next datagram meets the closed port (ICMP port unreachable);
+// once the backend is back, a new connection is served; and when the
+// flows are over snilisten holds no more sockets than before them.
+func TestQUICBackendDies(t *testing.T) {
+	backendAddr := fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
+	kill := h3Backend(t, backendAddr, "first")
+	_, backendPort, _ := net.SplitHostPort(backendAddr)
+	s := startSnilistenOn(t, "udp:127.0.0.1:0", "-mode", "tcp", "-backend-cidr", "127.0.0.0/8",
+		"-backend-port", backendPort, "-quic-idle-timeout", "1s")
+	before := socketCount(t, s.Pid())
+
+	c, err := newH3Client(t, "", udpAddrOf(s), "localhost", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if body, err := c.Get(5 * time.Second); err != nil || !strings.HasPrefix(body, "backend=first ") {
+		t.Fatalf("first request: %v %q", err, body)
+	}
+	kill()
+	if body, err := c.Get(3 * time.Second); err == nil {
+		t.Fatalf("a request to the killed backend was answered: %q", body)
+	}
+	waitLog(t, s.Proc, "msg=\"quic flow\"", "sni=localhost", "outcome=backend_error", "connection refused")
+
+	h3Backend(t, backendAddr, "second")
+	res, err := h3Get(t, "", udpAddrOf(s), "localhost", 5*time.Second)
+	if err != nil || !strings.HasPrefix(res.Body, "backend=second ") {
+		t.Fatalf("after the backend came back: %v %q", err, res.Body)
+	}
+	waitFor(t, 10*time.Second, "the flows to end", func() bool {
+		return len(logLines(s.Proc, "msg=\"quic flow\"")) == 2
+	})
+	if after := socketCount(t, s.Pid()); after != before {
+		t.Errorf("snilisten holds %d sockets after its flows ended, %d before them", after, before)
+	}
 }
