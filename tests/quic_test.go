@@ -336,3 +336,35 @@ func TestQUICBackendDies(t *testing.T) {
 		t.Errorf("snilisten holds %d sockets after its flows ended, %d before them", after, before)
 	}
 }
+
+// TestQUICLoopDNAT: a name whose address a DNAT rule sends back to
+// snilisten's own UDP port, past the allow list's route check, makes one
+// round and is refused as a loop, instead of a chain of flows each
+// holding a slot.
+func TestQUICLoopDNAT(t *testing.T) {
+	need(t, "nft")
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t, []string{"192.0.2.1/32", "192.0.2.10/32"},
+		"127.0.0.1 localhost\n203.0.113.5 bent.example.test\n", "nameserver 127.0.0.53\n")
+	ipCmd(t, "route", "add", "203.0.113.0/24", "dev", "lo", "src", "192.0.2.1")
+	for _, args := range [][]string{
+		{"add", "table", "ip", "loop"},
+		{"add", "chain", "ip", "loop", "out", "{ type nat hook output priority -100; }"},
+		{"add", "rule", "ip", "loop", "out", "ip", "daddr", "203.0.113.0/24", "udp", "dport", "443", "dnat", "to", "192.0.2.1"},
+	} {
+		if out, err := exec.Command("nft", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	s := startSnilistenOn(t, "udp:192.0.2.1:443", "-mode", "tcp", "-backend-cidr", "203.0.113.0/24")
+	if res, err := h3Get(t, "192.0.2.10", "192.0.2.1:443", "bent.example.test", 2*time.Second); err == nil {
+		t.Errorf("bent.example.test answered %q", res.Body)
+	}
+	waitLog(t, s.Proc, "msg=\"quic flow\"", "client=192.0.2.1:", "outcome=loop")
+	time.Sleep(500 * time.Millisecond) // a chain would go on meanwhile
+	if n := len(logLines(s.Proc, "msg=\"quic flow\"", "sni=bent.example.test")); n != 1 {
+		t.Errorf("%d flows besides the client's own, want 1 (the loop refused at its second round):\n%s", n, s.Output())
+	}
+}

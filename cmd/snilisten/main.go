@@ -230,7 +230,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Dialer: dialer.(quicdispatch.Dialer), DefaultHostname: defName, ConnectTimeout: *connectTimeout,
 		Flows: quicflow.Config{MaxPending: noBound(*quicMaxPending), MaxHeldBytes: int(quicPendingBudget), MaxRouted: noBound(*quicMaxFlows),
 			IdleTimeout: *quicIdle, NewFlowsPerSecond: rate, NewFlowBurst: *quicBurst},
-		Log: log, Quiet: *quiet,
+		Log: log, Quiet: *quiet, Outgoing: &backend.Outgoing{},
 	}
 	if qobs != nil {
 		qcfg.Observer = qobs

@@ -73,7 +73,7 @@ func NewQUIC(reg prometheus.Registerer, perBackend bool) *QUIC {
 // quicOutcomes are the outcomes a QUIC flow can end with.
 var quicOutcomes = []dispatch.Outcome{dispatch.OutcomeOK, dispatch.OutcomeNoAnswer, dispatch.OutcomeNoSNI,
 	dispatch.OutcomeInvalidName, dispatch.OutcomeUnknownName, dispatch.OutcomeRefusedCIDR,
-	dispatch.OutcomeBackendError, dispatch.OutcomeRelayError, dispatch.OutcomeShutdown}
+	dispatch.OutcomeBackendError, dispatch.OutcomeRelayError, dispatch.OutcomeShutdown, dispatch.OutcomeLoop}
 
 // Started counts a flow whose hello was whole.
 func (q *QUIC) Started() {

@@ -38,8 +38,9 @@ type flow struct {
 
 	sni, backendAddr, backendName string
 	connect                       time.Duration
-	backend                       *net.UDPConn // set before the flow is routed, then fixed
-	refused                       bool         // routed nowhere; set before the flow is routed
+	backend                       *net.UDPConn   // set before the flow is routed, then fixed
+	refused                       bool           // routed nowhere; set before the flow is routed
+	outgoing                      netip.AddrPort // the backend socket's address in Config.Outgoing, if there
 
 	up, down, datagramsUp, datagramsDown atomic.Int64
 
@@ -57,6 +58,10 @@ func (f *flow) route(held [][]byte) {
 		s.cfg.Observer.Started()
 	}
 	f.sni = f.hello.ServerName()
+	if s.cfg.Outgoing != nil && s.cfg.Outgoing.Contains(unmap(f.client)) {
+		f.refuse(dispatch.OutcomeLoop, fmt.Errorf("flow from this proxy's own backend socket %s (a name that leads back here)", unmap(f.client)))
+		return
+	}
 	name, verdict, err := clienthello.Route(&f.hello, s.cfg.DefaultHostname)
 	if err != nil {
 		f.refuse(dispatch.Outcome(verdict.Outcome), err)
@@ -74,6 +79,12 @@ func (f *flow) route(held [][]byte) {
 		return
 	}
 	f.backend, f.backendAddr, f.backendName = conn, b.Backend, b.Name
+	if s.cfg.Outgoing != nil {
+		// Known before the first datagram leaves, so before a looping
+		// one can come back.
+		f.outgoing = unmap(conn.LocalAddr().(*net.UDPAddr).AddrPort())
+		s.cfg.Outgoing.Add(f.outgoing)
+	}
 	for _, d := range held {
 		f.forward(d)
 	}
@@ -190,9 +201,13 @@ func (f *flow) end(outcome dispatch.Outcome, err error) {
 	})
 }
 
-// report writes the flow's log line and tells the observer.
+// report writes the flow's log line and tells the observer, once it is
+// over.
 func (f *flow) report() {
 	s := f.s
+	if f.outgoing.IsValid() {
+		s.cfg.Outgoing.Remove(f.outgoing)
+	}
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Finished(Report{Outcome: f.outcome, Up: f.up.Load(), Down: f.down.Load(),
 			DatagramsUp: f.datagramsUp.Load(), DatagramsDown: f.datagramsDown.Load(),

@@ -66,6 +66,12 @@ type Config struct {
 	Quiet bool
 	// Observer, if set, is told about flows and drops.
 	Observer Observer
+	// Outgoing, if set, holds the local addresses of the flows' backend
+	// sockets: a flow whose client is one of them came from ourselves
+	// (a name that leads back here past the allow list's route check,
+	// such as through a DNAT rule) and is refused with outcome loop.
+	// It must not be the TCP dispatcher's set: the port spaces differ.
+	Outgoing *backend.Outgoing
 }
 
 // Server serves QUIC flows on UDP sockets.
