@@ -24,6 +24,10 @@ import (
 // Each flow's reader holds a buffer this size.
 const MaxReply = 2048
 
+// touchEvery is how often at most a flow's answers mark it used in the
+// table.
+const touchEvery = 100 * time.Millisecond
+
 // flow is one client's QUIC connection, from the Route verdict to its
 // end: routing first (route), then relaying the backend's answers
 // (replies) while the read loop forwards the client's datagrams.
@@ -154,6 +158,7 @@ func (f *flow) forward(d []byte) {
 func (f *flow) replies() {
 	s := f.s
 	buf := make([]byte, MaxReply)
+	var touched time.Time
 	for {
 		n, _, flags, _, err := f.backend.ReadMsgUDPAddrPort(buf, nil)
 		if err != nil {
@@ -173,9 +178,15 @@ func (f *flow) replies() {
 			f.down.Add(int64(n))
 			f.datagramsDown.Add(1)
 		}
-		s.mu.Lock()
-		s.table.Touch(time.Now(), f.client)
-		s.mu.Unlock()
+		// The table learns the flow is alive at most every touchEvery:
+		// its idle timeout is counted in seconds or minutes, and the
+		// lock is shared with every read loop.
+		if now := time.Now(); now.Sub(touched) >= touchEvery {
+			touched = now
+			s.mu.Lock()
+			s.table.Touch(now, f.client)
+			s.mu.Unlock()
+		}
 	}
 	s.mu.Lock()
 	delete(s.flows, f)

@@ -74,6 +74,10 @@ type Config struct {
 	Outgoing *backend.Outgoing
 }
 
+// SocketBuffer is the receive and send buffer asked for each listening
+// UDP socket (capped by net.core.rmem_max and wmem_max).
+const SocketBuffer = 4 << 20
+
 // Server serves QUIC flows on UDP sockets.
 type Server struct {
 	cfg   Config
@@ -122,6 +126,12 @@ func (s *Server) Serve(pc *net.UDPConn) error {
 	if err != nil {
 		return fmt.Errorf("udp %s: %w", pc.LocalAddr(), err)
 	}
+	// Every client's datagrams queue on this one socket: the default
+	// buffer (about 200 KiB) overflows in a burst of a few hundred
+	// datagrams. The kernel caps what is asked at net.core.rmem_max and
+	// wmem_max; failing that, the default stays.
+	pc.SetReadBuffer(SocketBuffer)
+	pc.SetWriteBuffer(SocketBuffer)
 	buf := make([]byte, 65536)
 	oob := make([]byte, 128)
 	for {
