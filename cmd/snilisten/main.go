@@ -86,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, udp:PORT, udp:ADDR:PORT (QUIC, tcp and nat46 modes), unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	quicIdle := fs.Duration("quic-idle-timeout", quicflow.DefaultIdleTimeout, "end a QUIC flow unused in both directions for this long; at least the backends' QUIC idle timeout")
 	quicMaxFlows := fs.Int("quic-max-flows", quicflow.DefaultMaxRouted, "concurrent QUIC flows routed to backends (0: no bound)")
+	quicPerClient := fs.Int("quic-max-flows-per-client", quicflow.DefaultMaxFlowsPerClient, "concurrent QUIC flows from one IPv4 address or IPv6 /64; more are dropped (0: no bound)")
+	quicAnswer := fs.Duration("quic-answer-timeout", quicflow.DefaultAnswerTimeout, "end a QUIC flow whose backend has not answered this long after it was routed (at most -quic-idle-timeout)")
 	quicMaxPending := fs.Int("quic-max-pending", quicflow.DefaultMaxPending, "QUIC flows waiting for the rest of their ClientHello (0: no bound)")
 	quicPendingBudget := cli.Size(quicflow.DefaultMaxHeldBytes)
 	fs.Var(&quicPendingBudget, "quic-pending-budget", "`SIZE` of datagrams held for all QUIC flows waiting for their ClientHello (K, M, G suffixes)")
@@ -143,6 +145,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usage("-quic-idle-timeout %v: must be above 0", *quicIdle)
 	case *quicMaxFlows < 0:
 		return usage("-quic-max-flows %d: must be 0 or more", *quicMaxFlows)
+	case *quicPerClient < 0:
+		return usage("-quic-max-flows-per-client %d: must be 0 or more", *quicPerClient)
+	case *quicAnswer <= 0:
+		return usage("-quic-answer-timeout %v: must be above 0", *quicAnswer)
 	case *quicMaxPending < 0:
 		return usage("-quic-max-pending %d: must be 0 or more", *quicMaxPending)
 	case *quicRate < 0:
@@ -229,7 +235,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	qcfg := quicdispatch.Config{
 		Dialer: dialer.(quicdispatch.Dialer), DefaultHostname: defName, ConnectTimeout: *connectTimeout,
 		Flows: quicflow.Config{MaxPending: noBound(*quicMaxPending), MaxHeldBytes: int(quicPendingBudget), MaxRouted: noBound(*quicMaxFlows),
-			IdleTimeout: *quicIdle, NewFlowsPerSecond: rate, NewFlowBurst: *quicBurst},
+			IdleTimeout: *quicIdle, NewFlowsPerSecond: rate, NewFlowBurst: *quicBurst,
+			MaxFlowsPerClient: noBound(*quicPerClient), AnswerTimeout: *quicAnswer},
 		Log: log, Quiet: *quiet, Outgoing: &backend.Outgoing{},
 	}
 	if qobs != nil {

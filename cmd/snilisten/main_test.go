@@ -25,6 +25,8 @@ func TestRunUsage(t *testing.T) {
 		{Args: []string{"-listen", "udp:x:443"}, Status: 2, Stderr: "snilisten: invalid value \"udp:x:443\" for flag -listen: listen spec \"udp:x:443\": address \"x\" is not an IP address\n"},
 		{Args: []string{"-quic-idle-timeout", "0s"}, Status: 2, Stderr: "snilisten: -quic-idle-timeout 0s: must be above 0\n"},
 		{Args: []string{"-quic-max-flows", "-1"}, Status: 2, Stderr: "snilisten: -quic-max-flows -1: must be 0 or more\n"},
+		{Args: []string{"-quic-answer-timeout", "-1s"}, Status: 2, Stderr: "snilisten: -quic-answer-timeout -1s: must be above 0\n"},
+		{Args: []string{"-quic-max-flows-per-client", "-2"}, Status: 2, Stderr: "snilisten: -quic-max-flows-per-client -2: must be 0 or more\n"},
 		{Args: []string{"-quic-flow-burst", "0"}, Status: 2, Stderr: "snilisten: -quic-flow-burst 0: must be 1 or more\n"},
 		{Args: []string{"-quic-pending-budget", "1K"}, Status: 2, Stderr: "snilisten: -quic-pending-budget 1K: want at least"},
 	})

@@ -239,7 +239,7 @@ func (s *Server) Stats() quicflow.Stats {
 // DropReasons lists every reason Dropped is given, for metrics that
 // must know them up front.
 func DropReasons() []string {
-	return []string{"not_quic", "unknown_version", "undecryptable", "malformed", "rate", "pending_full",
+	return []string{"not_quic", "unknown_version", "undecryptable", "malformed", "rate", "client_limit", "pending_full",
 		"budget", "routed_full", "limit", "protocol", "duplicate", "other"}
 }
 
@@ -257,6 +257,8 @@ func DropReason(err error) string {
 		return "malformed"
 	case errors.Is(err, quicflow.ErrRate):
 		return "rate"
+	case errors.Is(err, quicflow.ErrClientFlows):
+		return "client_limit"
 	case errors.Is(err, quicflow.ErrPendingFull):
 		return "pending_full"
 	case errors.Is(err, quicflow.ErrBudget):

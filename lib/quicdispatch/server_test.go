@@ -264,7 +264,7 @@ func TestDropReason(t *testing.T) {
 	for _, r := range DropReasons() {
 		known[r] = true
 	}
-	for _, err := range []error{quicflow.ErrRate, quicflow.ErrPendingFull, quicflow.ErrBudget, quicflow.ErrRoutedFull, quicflow.ErrDuplicate} {
+	for _, err := range []error{quicflow.ErrRate, quicflow.ErrPendingFull, quicflow.ErrBudget, quicflow.ErrRoutedFull, quicflow.ErrDuplicate, quicflow.ErrClientFlows} {
 		if r := DropReason(fmt.Errorf("wrapped: %w", err)); !known[r] || r == "other" {
 			t.Errorf("DropReason(%v) = %q", err, r)
 		}

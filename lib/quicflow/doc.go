@@ -66,6 +66,14 @@
 //     are rate limited per client prefix (lib/clientkey: an IPv4 address
 //     or an IPv6 /64) by a token bucket. A flood from many ports of one
 //     prefix spends that prefix's tokens only.
+//   - MaxFlowsPerClient [256] flows (pending, routing and routed) of
+//     one client prefix, as -max-conns-per-client for TCP: the rate
+//     alone would let one address hold NewFlowsPerSecond x IdleTimeout
+//     routed slots (9600 at the defaults).
+//   - AnswerTimeout [30 s]: a routed flow whose backend has not answered
+//     (Table.Touch) that long after it was routed ends (Table.Expire),
+//     whatever its client sends: a backend that ignores it, or a flow
+//     the caller routed nowhere, does not hold its slot for IdleTimeout.
 //   - MaxClients [16384] token buckets, the least recently used evicted
 //     for a new prefix (which, if more prefixes than that are flooding,
 //     starts again with a full bucket); Table.Expire forgets the buckets

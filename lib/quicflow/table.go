@@ -21,6 +21,8 @@ const (
 	DefaultNewFlowsPerSecond = 32
 	DefaultNewFlowBurst      = 64
 	DefaultMaxClients        = 16384
+	DefaultMaxFlowsPerClient = 256
+	DefaultAnswerTimeout     = 30 * time.Second
 
 	// ReservedDatagrams is how many datagrams of the largest size
 	// (quic.MaxDatagramSize) the byte budget sets aside for each pending
@@ -43,6 +45,9 @@ var (
 	ErrBudget = errors.New("quicflow: held datagrams over the byte budget")
 	// ErrRoutedFull: Config.MaxRouted flows are already routed.
 	ErrRoutedFull = errors.New("quicflow: too many routed flows")
+	// ErrClientFlows: the client's prefix already has
+	// Config.MaxFlowsPerClient flows.
+	ErrClientFlows = errors.New("quicflow: too many flows from this client prefix")
 	// ErrDuplicate: the datagram is byte for byte one already held.
 	ErrDuplicate = errors.New("quicflow: duplicate datagram")
 	// ErrNoFlow: Routed for an address with no flow awaiting a backend
@@ -75,6 +80,18 @@ type Config struct {
 	NewFlowBurst      int
 	// MaxClients bounds the token buckets kept.
 	MaxClients int
+	// MaxFlowsPerClient bounds the flows (pending, routing and routed)
+	// of one client prefix (lib/clientkey), as -max-conns-per-client
+	// does for TCP: without it, one address starting flows at the
+	// permitted rate would hold NewFlowsPerSecond x IdleTimeout of the
+	// MaxRouted slots (9600 at the defaults).
+	MaxFlowsPerClient int
+	// AnswerTimeout ends a routed flow whose backend has not sent its
+	// client anything (Touch) that long after it was routed: a backend
+	// that ignores the flow, or a flow routed nowhere (refused by the
+	// caller), frees its slot sooner than IdleTimeout. It is at most
+	// IdleTimeout.
+	AnswerTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -91,9 +108,14 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxRouted, DefaultMaxRouted)
 	def(&c.NewFlowBurst, DefaultNewFlowBurst)
 	def(&c.MaxClients, DefaultMaxClients)
+	def(&c.MaxFlowsPerClient, DefaultMaxFlowsPerClient)
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
+	if c.AnswerTimeout <= 0 {
+		c.AnswerTimeout = DefaultAnswerTimeout
+	}
+	c.AnswerTimeout = min(c.AnswerTimeout, c.IdleTimeout)
 	if c.NewFlowsPerSecond == 0 {
 		c.NewFlowsPerSecond = DefaultNewFlowsPerSecond
 	}
@@ -168,9 +190,11 @@ const (
 type flow struct {
 	from       netip.AddrPort
 	state      state
-	first      time.Time // first datagram: pending flows expire by it
-	last       time.Time // last use: routed flows expire by it
-	prev, next *flow     // in Table.pendingList or Table.routedList
+	first      time.Time  // first datagram, then the time it was routed: pending and unanswered flows expire by it
+	last       time.Time  // last use: routed flows expire by it
+	prev, next *flow      // in Table.pending, Table.unanswered or Table.routed
+	client     netip.Addr // the prefix (clientkey) counted in Table.perClient
+	answered   bool       // routed, and Touch called since
 	backend    any
 	pend       *pend
 }
@@ -190,11 +214,15 @@ type Table struct {
 	c       Config
 	flows   map[netip.AddrPort]*flow
 	pending list // pending and routing flows, oldest first datagram first
-	routed  list // routed flows, least recently used first
-	npend   int
-	nrouted int // routing and routed: slots of MaxRouted taken
-	charged int
-	limit   *limiter
+	routed  list // routed flows answered by their backend, least recently used first
+	// unanswered holds the routed flows whose backend has not answered
+	// yet, in the order they were routed.
+	unanswered list
+	perClient  map[netip.Addr]int // flows by client prefix
+	npend      int
+	nrouted    int // routing and routed: slots of MaxRouted taken
+	charged    int
+	limit      *limiter
 }
 
 // list is a doubly linked list of flows around a sentinel.
@@ -222,9 +250,10 @@ func unlink(f *flow) {
 // New returns an empty Table bounded by c.
 func New(c Config) *Table {
 	c = c.withDefaults()
-	t := &Table{c: c, flows: make(map[netip.AddrPort]*flow), limit: newLimiter(c.NewFlowsPerSecond, c.NewFlowBurst, c.MaxClients)}
+	t := &Table{c: c, flows: make(map[netip.AddrPort]*flow), perClient: make(map[netip.Addr]int), limit: newLimiter(c.NewFlowsPerSecond, c.NewFlowBurst, c.MaxClients)}
 	t.pending.init()
 	t.routed.init()
+	t.unanswered.init()
 	return t
 }
 
@@ -249,8 +278,10 @@ func (t *Table) Handle(now time.Time, from netip.AddrPort, datagram []byte) Resu
 	switch f.state {
 	case routed:
 		f.last = now
-		unlink(f)
-		t.routed.pushBack(f)
+		if f.answered {
+			unlink(f)
+			t.routed.pushBack(f)
+		}
 		return Result{Verdict: Forward, Backend: f.backend}
 	case routing:
 		// Sent after the hello, before the backend is known: held, and
@@ -315,16 +346,21 @@ func (t *Table) start(now time.Time, from netip.AddrPort, datagram []byte) Resul
 	if t.charged+max(reserve, len(datagram)) > t.c.MaxHeldBytes {
 		return Result{Err: fmt.Errorf("%w: %d bytes held, limit %d; new flow from %s refused", ErrBudget, t.charged, t.c.MaxHeldBytes, from)}
 	}
-	if !t.limit.allow(now, clientkey.OfAddr(from.Addr())) {
-		return Result{Err: fmt.Errorf("%w: %s, %v a second, burst %d", ErrRate, clientkey.OfAddr(from.Addr()), t.c.NewFlowsPerSecond, t.c.NewFlowBurst)}
+	client := clientkey.OfAddr(from.Addr())
+	if t.perClient[client] >= t.c.MaxFlowsPerClient {
+		return Result{Err: fmt.Errorf("%w: %s has %d, limit %d", ErrClientFlows, client, t.perClient[client], t.c.MaxFlowsPerClient)}
+	}
+	if !t.limit.allow(now, client) {
+		return Result{Err: fmt.Errorf("%w: %s, %v a second, burst %d", ErrRate, client, t.c.NewFlowsPerSecond, t.c.NewFlowBurst)}
 	}
 	p := &pend{}
 	done, err := p.asm.AddDatagramAt(now, datagram)
 	if err != nil {
 		return Result{Err: err}
 	}
-	f := &flow{from: from, state: pending, first: now, last: now, pend: p}
+	f := &flow{from: from, state: pending, first: now, last: now, pend: p, client: client}
 	t.flows[from] = f
+	t.perClient[client]++
 	t.pending.pushBack(f)
 	t.npend++
 	p.charged = reserve
@@ -392,8 +428,8 @@ func (t *Table) Routed(now time.Time, from netip.AddrPort, backend any) ([][]byt
 	}
 	late := f.pend.held[f.pend.routeLen:]
 	t.release(f)
-	f.state, f.backend, f.last = routed, backend, now
-	t.routed.pushBack(f)
+	f.state, f.backend, f.first, f.last = routed, backend, now, now
+	t.unanswered.pushBack(f)
 	return late, nil
 }
 
@@ -405,6 +441,7 @@ func (t *Table) Touch(now time.Time, from netip.AddrPort) (backend any, ok bool)
 		return nil, false
 	}
 	f.last = now
+	f.answered = true
 	unlink(f)
 	t.routed.pushBack(f)
 	return f.backend, true
@@ -423,18 +460,28 @@ func (t *Table) Close(from netip.AddrPort) (backend any, ok bool) {
 }
 
 // Expire ends the pending flows whose first datagram came more than
-// quic.MaxAge before now, and the routed flows unused for more than
-// Config.IdleTimeout, calling closed (if not nil) with each routed one so
+// quic.MaxAge before now, the routed flows unanswered for more than
+// Config.AnswerTimeout since they were routed, and those unused for more
+// than Config.IdleTimeout, calling closed (if not nil) with each routed one so
 // that the caller closes its backend. It also forgets the token buckets
 // that have refilled. Call it every second or so.
 func (t *Table) Expire(now time.Time, closed func(from netip.AddrPort, backend any)) {
 	for f := t.pending.front(); f != nil && now.Sub(f.first) > quic.MaxAge; f = t.pending.front() {
 		t.remove(f)
 	}
-	for f := t.routed.front(); f != nil && now.Sub(f.last) > t.c.IdleTimeout; f = t.routed.front() {
-		t.remove(f)
-		if closed != nil {
-			closed(f.from, f.backend)
+	for _, l := range []struct {
+		list  *list
+		since func(*flow) time.Time
+		limit time.Duration
+	}{
+		{&t.unanswered, func(f *flow) time.Time { return f.first }, t.c.AnswerTimeout},
+		{&t.routed, func(f *flow) time.Time { return f.last }, t.c.IdleTimeout},
+	} {
+		for f := l.list.front(); f != nil && now.Sub(l.since(f)) > l.limit; f = l.list.front() {
+			t.remove(f)
+			if closed != nil {
+				closed(f.from, f.backend)
+			}
 		}
 	}
 	t.limit.expire(now)
@@ -455,6 +502,9 @@ func (t *Table) release(f *flow) {
 
 func (t *Table) remove(f *flow) {
 	delete(t.flows, f.from)
+	if t.perClient[f.client]--; t.perClient[f.client] <= 0 {
+		delete(t.perClient, f.client)
+	}
 	switch f.state {
 	case pending:
 		t.release(f)

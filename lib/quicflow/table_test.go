@@ -381,3 +381,63 @@ func routedTable(tb testing.TB) (*Table, netip.AddrPort) {
 	}
 	return t, from
 }
+
+// TestAnswerTimeout: a routed flow whose backend never answers ends
+// AnswerTimeout after it was routed, however often its client sends
+// (retransmitted hellos); one that was answered lasts IdleTimeout.
+func TestAnswerTimeout(t *testing.T) {
+	c := twoDatagrams(t)
+	tb := New(Config{IdleTimeout: time.Minute, AnswerTimeout: 10 * time.Second})
+	silent, answered := addr("192.0.2.1:1"), addr("192.0.2.2:1")
+	for _, from := range []netip.AddrPort{silent, answered} {
+		tb.Handle(t0, from, c.datagrams[0])
+		wantVerdict(t, tb.Handle(t0, from, c.datagrams[1]), Route, "hello")
+		tb.Routed(t0, from, from.Addr().String())
+	}
+	tb.Touch(t0.Add(time.Second), answered)
+	var closed []string
+	for s := 1; s <= 20; s++ {
+		now := t0.Add(time.Duration(s) * time.Second)
+		if s <= 10 {
+			wantVerdict(t, tb.Handle(now, silent, []byte{0x40, 1}), Forward, "the silent flow's client")
+		}
+		tb.Expire(now.Add(time.Millisecond), func(_ netip.AddrPort, b any) { closed = append(closed, b.(string)) })
+		if s == 10 && len(closed) != 1 {
+			t.Fatalf("expired %q at 10 s, want the flow its backend never answered", closed)
+		}
+	}
+	if !slices.Equal(closed, []string{"192.0.2.1"}) || tb.Stats().Routed != 1 {
+		t.Errorf("expired %q, %d routed left; want only the unanswered flow gone", closed, tb.Stats().Routed)
+	}
+	tb.Expire(t0.Add(61*time.Second+time.Millisecond), func(_ netip.AddrPort, b any) { closed = append(closed, b.(string)) })
+	if !slices.Equal(closed, []string{"192.0.2.1", "192.0.2.2"}) {
+		t.Errorf("after the idle timeout: expired %q", closed)
+	}
+}
+
+// TestFlowsPerClient: one client prefix holds at most MaxFlowsPerClient
+// flows, whatever the rate allows; another prefix still starts flows,
+// and a flow that ends frees its place.
+func TestFlowsPerClient(t *testing.T) {
+	c := twoDatagrams(t)
+	tb := New(Config{MaxFlowsPerClient: 3, NewFlowsPerSecond: -1})
+	var last Result
+	for port := 1; port <= 10; port++ {
+		last = tb.Handle(t0, addr(fmt.Sprintf("[2001:db8::%x]:%d", port, port)), c.datagrams[0])
+	}
+	if st := tb.Stats(); st.Pending != 3 || !errors.Is(last.Err, ErrClientFlows) {
+		t.Fatalf("10 flows from one /64: %d pending, last %v; want 3 and ErrClientFlows", st.Pending, last.Err)
+	}
+	wantVerdict(t, tb.Handle(t0, addr("[2001:db8:0:1::1]:1"), c.datagrams[0]), Wait, "another /64")
+	tb.Close(addr("[2001:db8::1]:1"))
+	wantVerdict(t, tb.Handle(t0, addr("[2001:db8::ff]:1"), c.datagrams[0]), Wait, "after one ended")
+	if len(tb.perClient) != 2 {
+		t.Errorf("%d prefixes counted, want 2", len(tb.perClient))
+	}
+	for from := range tb.flows {
+		tb.Close(from)
+	}
+	if len(tb.perClient) != 0 {
+		t.Errorf("%d prefixes still counted with no flow", len(tb.perClient))
+	}
+}
