@@ -21,7 +21,8 @@
 //     and sends them to the client from the address the client sent to.
 //  4. A flow ends when it has been idle for the Table's IdleTimeout
 //     (there is no end of stream to see in QUIC: a CONNECTION_CLOSE is
-//     encrypted), when the backend's socket fails (an ICMP port
+//     encrypted), when its backend has not answered within the
+//     AnswerTimeout (outcome no_answer), when the backend's socket fails (an ICMP port
 //     unreachable: nothing listens there), or at shutdown. It then writes
 //     one log line and tells the Observer.
 //

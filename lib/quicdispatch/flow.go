@@ -122,10 +122,10 @@ func dialFailure(err error) dispatch.Outcome {
 }
 
 // refuse ends a flow that has no backend, and sends its client nothing.
-// The table keeps it, routed nowhere, until it has been idle for the
-// idle timeout: the client's retransmissions of the same hello (a QUIC
-// client sends it again and again until its handshake times out) are
-// dropped without another DNS lookup or log line.
+// The table keeps it, routed nowhere, for the answer timeout
+// (quicflow.Config.AnswerTimeout): the client's retransmissions of the
+// same hello (a QUIC client sends it again and again until its handshake
+// times out) are dropped without another DNS lookup or log line.
 func (f *flow) refuse(outcome dispatch.Outcome, err error) {
 	f.refused = true
 	f.s.mu.Lock()
