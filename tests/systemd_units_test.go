@@ -106,7 +106,7 @@ func TestSystemdSocketQUIC(t *testing.T) {
 			t.Errorf("HTTP/3 in unix mode answered %q, want no answer", res.Body)
 		}
 		if p.Exited() || len(logLines(p, "not serving QUIC")) != 1 {
-			t.Errorf("want snilisten running and one warning:\n%s", p.Output())
+			t.Errorf("want snilisten running and one line about it:\n%s", p.Output())
 		}
 	})
 

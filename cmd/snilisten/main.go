@@ -180,10 +180,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	lns, pcs := socks.Streams, socks.Datagrams
 	if len(pcs) > 0 && *mode == "unix" {
-		// Inherited from a socket unit with ListenDatagram=: closed, so
-		// that clients trying QUIC are refused at once and use TCP.
+		// Inherited from a socket unit with ListenDatagram= (the shipped
+		// one has it, for tcp and nat46 modes): closed here. systemd
+		// keeps its own copy open, so clients trying QUIC get no answer
+		// and use TCP. One line at INFO: it is the default install.
 		for _, pc := range pcs {
-			log.Warn("not serving QUIC: unix mode routes TCP only; use tcp or nat46 mode for QUIC", "address", "udp:"+pc.LocalAddr().String())
+			log.Info("not serving QUIC: unix mode routes TCP only; use tcp or nat46 mode for QUIC", "address", "udp:"+pc.LocalAddr().String())
 			pc.Close()
 		}
 		pcs = nil
