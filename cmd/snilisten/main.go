@@ -85,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Var(allow, "backend-cidr", "`CIDR` backends may be in (tcp and nat46 modes; repeatable, at least one)")
 	fs.Var(&listens, "listen", "`SPEC` to listen on: tcp:PORT, tcp:ADDR:PORT, udp:PORT, udp:ADDR:PORT (QUIC, tcp and nat46 modes), unix:PATH or fd:NAME (repeatable; default: sockets from systemd)")
 	quicIdle := fs.Duration("quic-idle-timeout", quicflow.DefaultIdleTimeout, "end a QUIC flow unused in both directions for this long; at least the backends' QUIC idle timeout")
-	quicMaxFlows := fs.Int("quic-max-flows", quicflow.DefaultMaxRouted, "concurrent QUIC flows routed to backends (0: no bound)")
+	quicMaxFlows := fs.Int("quic-max-flows", quicdispatch.DefaultMaxFlows(), "concurrent QUIC flows routed to backends, each holding a descriptor (0: no bound)")
 	quicPerClient := fs.Int("quic-max-flows-per-client", quicflow.DefaultMaxFlowsPerClient, "concurrent QUIC flows from one IPv4 address or IPv6 /64; more are dropped (0: no bound)")
 	quicAnswer := fs.Duration("quic-answer-timeout", quicflow.DefaultAnswerTimeout, "end a QUIC flow whose backend has not answered this long after it was routed (at most -quic-idle-timeout)")
 	quicMaxPending := fs.Int("quic-max-pending", quicflow.DefaultMaxPending, "QUIC flows waiting for the rest of their ClientHello (0: no bound)")
@@ -195,6 +195,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	allow.DenyListeners(lns)
 	allow.DenyUDP(pcs)
+	if len(pcs) > 0 && !set["max-conns"] && *maxConns > 0 && *quicMaxFlows > 0 {
+		// The QUIC flows' descriptors come out of the TCP connections'
+		// default share (two descriptors each).
+		*maxConns = max(*maxConns-(*quicMaxFlows+1)/2, 16)
+	}
 	cfg := dispatch.Config{
 		Dialer: dialer, ProxyHeader: byte(proxy), DefaultHostname: defName,
 		PeekTimeout: *peekTimeout, ConnectTimeout: *connectTimeout, IdleTimeout: *idleTimeout,

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/snitools/snitools/lib/backend"
@@ -72,6 +73,18 @@ type Config struct {
 	// such as through a DNAT rule) and is refused with outcome loop.
 	// It must not be the TCP dispatcher's set: the port spaces differ.
 	Outgoing *backend.Outgoing
+}
+
+// DefaultMaxFlows is the default bound on routed flows for this
+// process's descriptor limit: each holds a socket, so at most an eighth
+// of the limit (the TCP connections of lib/dispatch take most of the
+// rest), and never more than quicflow.DefaultMaxRouted; at least 16.
+func DefaultMaxFlows() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+		return quicflow.DefaultMaxRouted
+	}
+	return max(min(int(lim.Cur)/8, quicflow.DefaultMaxRouted), 16)
 }
 
 // SocketBuffer is the receive and send buffer asked for each listening
