@@ -3,8 +3,8 @@
 // load, interleaved, and prints one markdown table of absolute figures
 // and ratios (also written to bench/results/DATE.md). See README.md.
 //
-//	make bench                       # 8 to 10 minutes on 2 cores
-//	make bench-quick                 # under a minute
+//	make bench                       # 10 to 13 minutes on 2 cores
+//	make bench-quick                 # a minute and a half
 //	go run ./bench -rows 'snilisten|haproxy' -phases idle -idle 20000
 //	go run ./bench -phases conn -baseline /tmp/snilisten-before   # A/B a change
 package main

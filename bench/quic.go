@@ -242,6 +242,13 @@ func (b *bench) probeQUIC(ctx context.Context, p *proc, t quicTarget) error {
 	return fmt.Errorf("not ready after 10s: %w", err)
 }
 
+// port is the target's UDP port.
+func (t quicTarget) port() int {
+	_, p, _ := net.SplitHostPort(t.addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
 func (b *bench) quicDirect() quicTarget {
 	return quicTarget{addr: b.env.quic.addr, tls: b.quicTLS, h3: b.h3}
 }
@@ -317,9 +324,10 @@ func (b *bench) quicBulkPhase(ctx context.Context, res *result, round int, p *pr
 		paired()
 	}
 	rec := b.startPerf(res, "quic-bulk", round, p)
-	cpu0, drops0 := cpuOf(p), rcvbufErrors()
+	cpu0, drops0, listen0 := cpuOf(p), rcvbufErrors(), udpDrops(t.port(), 0)
 	got, err := quicBulk(ctx, t, b.cfg.bulk)
-	cpu1, drops1 := cpuOf(p), rcvbufErrors()
+	// Read while the transfer's flow is still open (quicIdle).
+	cpu1, drops1, listen1, flow := cpuOf(p), rcvbufErrors(), udpDrops(t.port(), 0), udpDrops(0, b.env.quic.port)
 	rec.stop(ctx, res)
 	if round%2 == 1 {
 		paired()
@@ -329,7 +337,11 @@ func (b *bench) quicBulkPhase(ctx context.Context, res *result, round int, p *pr
 		return
 	}
 	if drops1 > drops0 {
-		res.note("round %d: bulk: %d UDP datagrams dropped for want of receive buffer space on the machine meanwhile (RcvbufErrors in /proc/net/snmp)", round+1, drops1-drops0)
+		where := ""
+		if p != nil {
+			where = fmt.Sprintf(": %d at snilisten's socket for the clients, %d at its socket to the backend", listen1-listen0, flow)
+		}
+		res.note("round %d: bulk: the machine dropped %d UDP datagrams for want of receive buffer space meanwhile (RcvbufErrors in /proc/net/snmp)%s", round+1, drops1-drops0, where)
 	}
 	if p == nil {
 		ref = got
@@ -366,34 +378,66 @@ func (b *bench) drainQUIC(ctx context.Context, res *result, round int) bool {
 // connected).
 func udpFlowsTo(port int) int {
 	n := 0
-	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		n += countConnectedTo(b, port)
-	}
-	return n
-}
-
-// countConnectedTo counts the lines of /proc/net/udp{,6} whose remote
-// address (the third field, HEXADDR:HEXPORT) has the port.
-func countConnectedTo(table []byte, port int) int {
-	n := 0
-	for line := range strings.Lines(string(table)) {
-		f := strings.Fields(line)
-		if len(f) < 3 {
-			continue
-		}
-		i := strings.LastIndexByte(f[2], ':')
-		if i < 0 {
-			continue
-		}
-		if p, err := strconv.ParseUint(f[2][i+1:], 16, 16); err == nil && int(p) == port {
+	for _, s := range udpSockets() {
+		if s.remotePort == port {
 			n++
 		}
 	}
 	return n
+}
+
+// udpDrops sums the datagrams the kernel dropped (a full receive buffer)
+// at the UDP sockets bound to localPort or connected to remotePort (0:
+// neither).
+func udpDrops(localPort, remotePort int) uint64 {
+	var n uint64
+	for _, s := range udpSockets() {
+		if localPort != 0 && s.localPort == localPort || remotePort != 0 && s.remotePort == remotePort {
+			n += s.drops
+		}
+	}
+	return n
+}
+
+// A udpSocket is a line of /proc/net/udp or udp6.
+type udpSocket struct {
+	localPort, remotePort int
+	drops                 uint64
+}
+
+func udpSockets() []udpSocket {
+	var socks []udpSocket
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		if b, err := os.ReadFile(f); err == nil {
+			socks = append(socks, parseUDPTable(b)...)
+		}
+	}
+	return socks
+}
+
+// parseUDPTable reads the ports (of HEXADDR:HEXPORT, the second and third
+// fields) and the drops (the last field) of each socket in
+// /proc/net/udp{,6}; it skips the header.
+func parseUDPTable(table []byte) []udpSocket {
+	var socks []udpSocket
+	port := func(addr string) (int, bool) {
+		i := strings.LastIndexByte(addr, ':')
+		p, err := strconv.ParseUint(addr[i+1:], 16, 16)
+		return int(p), i >= 0 && err == nil
+	}
+	for line := range strings.Lines(string(table)) {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		local, ok1 := port(f[1])
+		remote, ok2 := port(f[2])
+		drops, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+		if ok1 && ok2 && err == nil {
+			socks = append(socks, udpSocket{localPort: local, remotePort: remote, drops: drops})
+		}
+	}
+	return socks
 }
 
 // rcvbufErrors is the machine's count of UDP datagrams dropped for want

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,17 +15,19 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
-// TestCountConnectedTo: only sockets whose remote port is the backend's
-// count (snilisten's flows), not the backend's own socket bound to it.
-func TestCountConnectedTo(t *testing.T) {
+// TestParseUDPTable reads ports and drops, IPv4 and IPv6, and skips the
+// header: only sockets whose remote port is the backend's are
+// snilisten's flows, not the backend's own socket bound to it.
+func TestParseUDPTable(t *testing.T) {
 	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   101: 0100007F:9C41 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1001 2 0000000000000000 0
   102: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1002 2 0000000000000000 0
-  103: 0100007F:9C42 0100007F:1F91 01 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 0
+  103: 0100007F:9C42 0100007F:1F91 01 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 17
   104: 0000000000000000FFFF00000100007F:9C43 0000000000000000FFFF00000100007F:1F90 01 00000000:00000000 00:00000000 00000000 0 0 1004 2 0000000000000000 0
 `
-	if n := countConnectedTo([]byte(table), 0x1F90); n != 2 {
-		t.Errorf("countConnectedTo = %d, want 2", n)
+	want := []udpSocket{{0x9C41, 0x1F90, 0}, {0x1F90, 0, 0}, {0x9C42, 0x1F91, 17}, {0x9C43, 0x1F90, 0}}
+	if got := parseUDPTable([]byte(table)); !slices.Equal(got, want) {
+		t.Errorf("parseUDPTable = %v, want %v", got, want)
 	}
 }
 
