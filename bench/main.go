@@ -3,8 +3,8 @@
 // load, interleaved, and prints one markdown table of absolute figures
 // and ratios (also written to bench/results/DATE.md). See README.md.
 //
-//	make bench                       # 8 to 10 minutes on 2 cores
-//	make bench-quick                 # under a minute
+//	make bench                       # 10 to 13 minutes on 2 cores
+//	make bench-quick                 # a minute and a half
 //	go run ./bench -rows 'snilisten|haproxy' -phases idle -idle 20000
 //	go run ./bench -phases conn -baseline /tmp/snilisten-before   # A/B a change
 package main
@@ -68,13 +68,14 @@ func run() int {
 		bulkMiB    = fs.Int64("bulk", 1024, "MiB through one connection in bulk mode")
 		idle       = fs.Int("idle", 5000, "connections held open in idle mode")
 		rowsRe     = fs.String("rows", "", "only the rows whose name matches this `regexp` (direct always runs)")
-		phases     = fs.String("phases", "conn,bulk,idle", "phases to run: conn, bulk, idle, comma-separated")
+		phases     = fs.String("phases", "conn,bulk,idle,quic", "phases to run: conn, bulk, idle (TCP rows), quic (QUIC rows: new flows and bulk), comma-separated")
 		resultsDir = fs.String("results", "bench/results", "write the table to DIR/DATE.md too (\"\": do not)")
 		snilisten  = fs.String("snilisten", "bin/snilisten", "the snilisten binary to measure")
 		baseline   = fs.String("baseline", "", "also measure this snilisten `binary` (a build from before a change): each snilisten row again as \"NAME (baseline)\", an A/B of the change in one interleaved run")
 		keep       = fs.Bool("keep", false, "keep the temporary directory (configurations, logs) and print its name")
 		perfDir    = fs.String("perf", "", "record each proxy with perf record -g while connection and bulk mode measure it, into `DIR` (one perf.data per row, phase and round, and their summaries in DIR/profiles.md)")
 		backendDir = fs.String("serve-backend", "", "internal: serve as the bench's backend from `DIR`")
+		quicDir    = fs.String("serve-quic-backend", "", "internal: serve as the bench's HTTP/3 backend from `DIR`")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -84,6 +85,13 @@ func run() int {
 	}
 	if *backendDir != "" {
 		if err := serveBackend(*backendDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
+	if *quicDir != "" {
+		if err := serveQUICBackend(*quicDir); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -123,10 +131,10 @@ func run() int {
 	}
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case phaseConn, phaseBulk, phaseIdle:
+		case phaseConn, phaseBulk, phaseIdle, phaseQUIC:
 			cfg.phases[p] = true
 		default:
-			return usage("-phases: %q: want conn, bulk or idle", p)
+			return usage("-phases: %q: want conn, bulk, idle or quic", p)
 		}
 	}
 	switch {
@@ -210,6 +218,7 @@ type bench struct {
 	results []*result
 	kex     string // the key exchange the handshakes negotiated
 	fdLimit uint64
+	quicPart
 }
 
 func runBench(ctx context.Context, cfg config) error {
@@ -269,6 +278,11 @@ func runBench(ctx context.Context, cfg config) error {
 		},
 		fdLimit: limit,
 	}
+	stopQUIC, err := b.setupQUIC(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopQUIC()
 	start := time.Now()
 	facts := machineFacts()
 	for i := range measured {
@@ -300,6 +314,9 @@ func runBench(ctx context.Context, cfg config) error {
 	}
 	for round := range cfg.rounds {
 		n := len(b.results)
+		if !cfg.tcpPhases() {
+			n = 0
+		}
 		for k := range n {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -317,6 +334,7 @@ func runBench(ctx context.Context, cfg config) error {
 			fmt.Fprintf(os.Stderr, "bench: round %d/%d: %s: %v (%s)\n", round+1, cfg.rounds, res.row.name,
 				time.Since(t0).Round(100*time.Millisecond), strings.Join(took, ", "))
 		}
+		b.quicRound(ctx, round)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

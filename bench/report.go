@@ -106,37 +106,41 @@ func (b *bench) report(f facts, took time.Duration) string {
 	fmt.Fprintf(&w, "- Took %v.\n\n", took.Round(time.Second))
 
 	direct := b.results[0]
-	fmt.Fprintln(&w, "| row | conns/s | × direct | p50 ms | p99 ms | bulk MB/s | × direct | proxy CPU s/10k conns | proxy CPU s/GiB | proxy RSS KiB/idle conn |")
-	fmt.Fprintln(&w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
-	for _, r := range b.results {
-		if r.skipped != "" {
-			fmt.Fprintf(&w, "| %s | skipped | | | | | | | | |\n", r.row.name)
-			continue
-		}
-		v := r.vals
-		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.row.name,
-			cell(v[mConnRate], 0), cell(ratios(v[mConnRate], v[mPairConnRate]), 2),
-			cell(v[mP50], 2), cell(v[mP99], 2),
-			cell(v[mBulk], 0), cell(ratios(v[mBulk], v[mPairBulk]), 2),
-			cell(v[mCPUConn], 2), cell(v[mCPUGiB], 2), cell(v[mRSS], 1))
-	}
-
-	if ref := b.find("haproxy"); ref != nil && ref.skipped == "" {
-		fmt.Fprintf(&w, "\nAgainst HAProxy (each round's figure divided by HAProxy's in the same round):\n\n")
-		fmt.Fprintln(&w, "| row | CPU/10k conns × HAProxy | CPU/GiB × HAProxy | RSS/idle conn × HAProxy |")
-		fmt.Fprintln(&w, "|---|--:|--:|--:|")
+	// With -phases quic alone the TCP rows did not run.
+	if cfg.tcpPhases() {
+		fmt.Fprintln(&w, "| row | conns/s | × direct | p50 ms | p99 ms | bulk MB/s | × direct | proxy CPU s/10k conns | proxy CPU s/GiB | proxy RSS KiB/idle conn |")
+		fmt.Fprintln(&w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 		for _, r := range b.results {
-			if r.row.start == nil || r.skipped != "" || r == ref {
+			if r.skipped != "" {
+				fmt.Fprintf(&w, "| %s | skipped | | | | | | | | |\n", r.row.name)
 				continue
 			}
-			fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", r.row.name,
-				cell(ratios(r.vals[mCPUConn], ref.vals[mCPUConn]), 2),
-				cell(ratios(r.vals[mCPUGiB], ref.vals[mCPUGiB]), 2),
-				cell(ratios(r.vals[mRSS], ref.vals[mRSS]), 2))
+			v := r.vals
+			fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.row.name,
+				cell(v[mConnRate], 0), cell(ratios(v[mConnRate], v[mPairConnRate]), 2),
+				cell(v[mP50], 2), cell(v[mP99], 2),
+				cell(v[mBulk], 0), cell(ratios(v[mBulk], v[mPairBulk]), 2),
+				cell(v[mCPUConn], 2), cell(v[mCPUGiB], 2), cell(v[mRSS], 1))
+		}
+
+		if ref := b.find("haproxy"); ref != nil && ref.skipped == "" {
+			fmt.Fprintf(&w, "\nAgainst HAProxy (each round's figure divided by HAProxy's in the same round):\n\n")
+			fmt.Fprintln(&w, "| row | CPU/10k conns × HAProxy | CPU/GiB × HAProxy | RSS/idle conn × HAProxy |")
+			fmt.Fprintln(&w, "|---|--:|--:|--:|")
+			for _, r := range b.results {
+				if r.row.start == nil || r.skipped != "" || r == ref {
+					continue
+				}
+				fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", r.row.name,
+					cell(ratios(r.vals[mCPUConn], ref.vals[mCPUConn]), 2),
+					cell(ratios(r.vals[mCPUGiB], ref.vals[mCPUGiB]), 2),
+					cell(ratios(r.vals[mRSS], ref.vals[mRSS]), 2))
+			}
 		}
 	}
 
 	b.reportBaseline(&w)
+	b.reportQUIC(&w)
 
 	fmt.Fprintf(&w, "\nNotes:\n\n")
 	if cfg.perfDir != "" {
@@ -145,7 +149,7 @@ func (b *bench) report(f facts, took time.Duration) string {
 	if m := median(direct.vals[mBackendCPU]); !math.IsNaN(m) {
 		fmt.Fprintf(&w, "- For scale: the backend itself (TLS termination and HTTP) used %.2f CPU s per 10k connections in the direct row.\n", m)
 	}
-	for _, r := range b.results {
+	for _, r := range append(slices.Clone(b.results), b.quic...) {
 		if r.skipped != "" {
 			fmt.Fprintf(&w, "- %s: skipped: %s\n", r.row.name, r.skipped)
 		}
@@ -154,7 +158,7 @@ func (b *bench) report(f facts, took time.Duration) string {
 		}
 	}
 	fmt.Fprintf(&w, "\nCommand lines (configurations in bench/rows.go):\n\n")
-	for _, r := range b.results {
+	for _, r := range append(slices.Clone(b.results), b.quic...) {
 		if r.argv != "" {
 			fmt.Fprintf(&w, "- %s: `%s`\n", r.row.name, r.argv)
 		}

@@ -41,9 +41,10 @@ type row struct {
 type env struct {
 	dir       string // a fresh temporary directory
 	backend   *backendInfo
-	snilisten string // path of bin/snilisten
-	baseline  string // path of the -baseline binary, if any
-	maxConns  int    // connections a proxy must admit at once (its maxconn)
+	snilisten string           // path of bin/snilisten
+	baseline  string           // path of the -baseline binary, if any
+	maxConns  int              // connections a proxy must admit at once (its maxconn)
+	quic      *quicBackendInfo // the HTTP/3 backend, for the QUIC rows
 }
 
 // run starts argv with its output in e.dir/name.log.
