@@ -78,8 +78,9 @@ var quicRows = []row{
 			return e.run("snilisten", e.snilisten, "-listen", "udp:"+addr, "-q",
 				"-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", strconv.Itoa(e.quic.port),
 				// All the load comes from one address, far above the
-				// per-address default of 32 new flows a second.
-				"-quic-flow-rate", "0",
+				// per-address defaults of 32 new flows a second and
+				// 256 flows at once.
+				"-quic-flow-rate", "0", "-quic-max-flows-per-client", "0",
 				"-quic-idle-timeout", quicIdle.String())
 		},
 	},
@@ -707,7 +708,7 @@ func (b *bench) reportQUIC(w *strings.Builder) {
 	fmt.Fprintf(w, "\nQUIC (HTTP/3 on UDP, %s client and server): flows: %d concurrent clients for %v per row (and as long straight to the backend, "+
 		"in %d slices each, D P P D …) after %v of warm-up; each flow is a new UDP socket and QUIC connection, a full handshake "+
 		"(%s, hello in 2 Initial datagrams, no resumption), one HTTP/3 GET / and a close. snilisten runs with -quic-flow-rate 0 "+
-		"(no per-address limit: all the load comes from 127.0.0.1) and -quic-idle-timeout %v, and its CPU per flow runs until "+
+		"and -quic-max-flows-per-client 0 (no per-address limits: all the load comes from 127.0.0.1) and -quic-idle-timeout %v, and its CPU per flow runs until "+
 		"it has ended every flow, so that it includes ending them. Bulk: %d MiB down one HTTP/3 stream, straight just before or after; "+
 		"datagrams/s counts the client's QUIC packets sent and received during it (each one a datagram snilisten relays).\n\n",
 		quicGoVersion(), cfg.clients, cfg.duration, pairSlices, cfg.warmup, b.quicKex, quicIdle, cfg.bulk>>20)
