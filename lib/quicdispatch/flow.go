@@ -18,12 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MaxReply is the largest datagram a backend may send a client through
-// the relay. A larger one (a path MTU probe beyond an Ethernet path) is
-// dropped, as such a path would drop it, rather than sent truncated.
-// Each flow's reader holds a buffer this size.
-const MaxReply = 2048
-
 // touchEvery is how often at most a flow's answers mark it used in the
 // table.
 const touchEvery = 100 * time.Millisecond
@@ -47,6 +41,9 @@ type flow struct {
 	outgoing                      netip.AddrPort // the backend socket's address in Config.Outgoing, if there
 
 	up, down, datagramsUp, datagramsDown atomic.Int64
+
+	segment    int    // the segment size segmentOOB is for; used by replies only
+	segmentOOB []byte // oob and a UDP_SEGMENT control message
 
 	endOnce sync.Once
 	outcome dispatch.Outcome // set by end, read after the reader stopped
@@ -151,50 +148,6 @@ func (f *flow) forward(d []byte) {
 	}
 	f.up.Add(int64(n))
 	f.datagramsUp.Add(1)
-}
-
-// replies relays the backend's datagrams to the client until the flow
-// ends, then removes and reports it.
-func (f *flow) replies() {
-	s := f.s
-	buf := make([]byte, MaxReply)
-	var touched time.Time
-	for {
-		n, _, flags, _, err := f.backend.ReadMsgUDPAddrPort(buf, nil)
-		if err != nil {
-			switch {
-			case errors.Is(err, net.ErrClosed):
-			case errors.Is(err, unix.ECONNREFUSED):
-				f.end(dispatch.OutcomeBackendError, fmt.Errorf("backend %s: %w", f.backendAddr, err))
-			default:
-				f.end(dispatch.OutcomeRelayError, fmt.Errorf("read from backend %s: %w", f.backendAddr, err))
-			}
-			break
-		}
-		if flags&unix.MSG_TRUNC != 0 {
-			continue // over MaxReply
-		}
-		if _, _, err := f.pc.WriteMsgUDPAddrPort(buf[:n], f.oob, f.client); err == nil {
-			f.down.Add(int64(n))
-			f.datagramsDown.Add(1)
-		}
-		// The table learns the flow is alive at most every touchEvery:
-		// its idle timeout is counted in seconds or minutes, and the
-		// lock is shared with every read loop.
-		if now := time.Now(); now.Sub(touched) >= touchEvery {
-			touched = now
-			s.mu.Lock()
-			s.table.Touch(now, f.client)
-			s.mu.Unlock()
-		}
-	}
-	s.mu.Lock()
-	delete(s.flows, f)
-	if b, ok := s.table.Touch(time.Now(), f.client); ok && b == f {
-		s.table.Close(f.client)
-	}
-	s.mu.Unlock()
-	f.report()
 }
 
 // end ends a routed flow once, with outcome unless it ended already: it

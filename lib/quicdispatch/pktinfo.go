@@ -103,3 +103,6 @@ var errICMP = unix.ECONNREFUSED
 func isNoBufs(err error) bool {
 	return errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
+
+// unsafePointer is unsafe.Pointer, for building control messages.
+func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }

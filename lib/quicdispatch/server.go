@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,6 +103,7 @@ type Server struct {
 	flows map[*flow]bool // routing and routed flows
 	wg    sync.WaitGroup // read loops, routing goroutines and flows
 	start sync.Once      // the expiry ticker
+	noGSO atomic.Bool    // the kernel refused UDP_SEGMENT once: send datagrams one by one
 }
 
 // New returns a Server for cfg.
