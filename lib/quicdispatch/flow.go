@@ -76,7 +76,11 @@ func (f *flow) route(held [][]byte) {
 	cancel()
 	f.connect = time.Since(f.start)
 	if err != nil {
-		f.refuse(dialFailure(err), err)
+		outcome := dialFailure(err)
+		if s.ctx.Err() != nil {
+			outcome = dispatch.OutcomeShutdown // the dial was cut by Shutdown
+		}
+		f.refuse(outcome, err)
 		return
 	}
 	f.backend, f.backendAddr, f.backendName = conn, b.Backend, b.Name
