@@ -2,7 +2,8 @@
 // with no configuration. It makes a throwaway certificate authority, starts
 // two HTTPS backends on UNIX sockets in a temporary directory, starts
 // bin/snilisten on a loopback port in front of them, asks for both names
-// with curl, shows snilisten's log lines, shows what snipeek reads from
+// with curl, shows snilisten's log lines, routes an HTTP/3 request over
+// QUIC through a second snilisten (tcp mode, on UDP), shows what snipeek reads from
 // the bundled ClientHello captures, and cleans everything up.
 package main
 
@@ -106,7 +107,12 @@ func run() error {
 	}
 	snilisten.Wait()
 
-	step("5. snipeek reads what real clients' ClientHellos say")
+	step("5. HTTP/3: snilisten routes QUIC on UDP too (tcp mode: to the name's address)")
+	if err := demoQUIC(cert, caFile); err != nil {
+		return err
+	}
+
+	step("6. snipeek reads what real clients' ClientHellos say")
 	captures, _ := filepath.Glob("lib/clienthello/testdata/captures/*.bin")
 	for _, c := range captures {
 		for _, want := range []string{"curl-default", "go-alpn", "openssl-upper"} {
@@ -191,7 +197,7 @@ func makeCertificates(dir string) (string, tls.Certificate, error) {
 		return "", tls.Certificate{}, err
 	}
 	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "demo"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{"*.demo.test"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{"*.demo.test", "localhost"},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
