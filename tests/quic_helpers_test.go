@@ -127,18 +127,33 @@ func newH3Client(t testing.TB, from, to, sni string, timeout time.Duration) (*h3
 	return c, nil
 }
 
-// Get requests / and returns the body, waiting at most timeout.
-func (c *h3Client) Get(timeout time.Duration) (string, error) {
+// Get requests path ("/" if none) and returns the body, waiting at most
+// timeout.
+func (c *h3Client) Get(timeout time.Duration, path ...string) (string, error) {
+	p := "/"
+	if len(path) > 0 {
+		p = path[0]
+	}
+	return c.do(timeout, "GET", p, nil)
+}
+
+// Post sends body to path and returns the answer, waiting at most
+// timeout.
+func (c *h3Client) Post(timeout time.Duration, path string, body io.Reader) (string, error) {
+	return c.do(timeout, "POST", path, body)
+}
+
+func (c *h3Client) do(timeout time.Duration, method, path string, body io.Reader) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+c.sni+"/", nil)
+	req, _ := http.NewRequestWithContext(ctx, method, "https://"+c.sni+path, body)
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
+	answer, err := io.ReadAll(resp.Body)
+	return string(answer), err
 }
 
 func (c *h3Client) Close() {
