@@ -369,3 +369,54 @@ func TestQUICLoopDNAT(t *testing.T) {
 		t.Errorf("%d flows besides the client's own, want 1 (the loop refused at its second round):\n%s", n, s.Output())
 	}
 }
+
+// TestQUICSlowDNS: hellos for names whose DNS answer is slow (an
+// attacker's name server can make it so) must not keep other clients'
+// hellos out. With -quic-max-pending 4, eight clients ask for names
+// whose answers the test holds back; a client asking for a name that
+// resolves at once is served meanwhile, and the eight are routed when
+// the answers come.
+func TestQUICSlowDNS(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t, []string{"192.0.2.1/32", "192.0.2.10/32", "192.0.2.11/32", "198.51.100.10/32"},
+		"127.0.0.1 localhost\n198.51.100.10 app.example.test\n", "nameserver 127.0.0.53\noptions timeout:30 attempts:1\n")
+	release := make(chan struct{})
+	dnsServer(t, func(q dns.Question) []dns.RR {
+		if strings.HasPrefix(q.Name, "slow") {
+			<-release
+			if q.Qtype == dns.TypeA {
+				return []dns.RR{rr(t, q.Name+" 60 IN A 198.51.100.10")}
+			}
+		}
+		return nil
+	})
+	h3Backend(t, "198.51.100.10:8443", "app")
+	s := startSnilistenOn(t, "udp:192.0.2.1:443", "-mode", "tcp", "-backend-cidr", "198.51.100.0/24", "-backend-port", "8443",
+		"-quic-max-pending", "4", "-connect-timeout", "30s", "-metrics-listen", "127.0.0.1:0")
+	metrics := metricsAddr(t, s.Proc)
+	slow := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			res, err := h3Get(t, "192.0.2.11", "192.0.2.1:443", fmt.Sprintf("slow%d.example.test", i), 20*time.Second)
+			if err == nil && !strings.HasPrefix(res.Body, "backend=app ") {
+				err = fmt.Errorf("answered %q", res.Body)
+			}
+			slow <- err
+		}()
+	}
+	waitFor(t, 10*time.Second, "eight flows waiting for their lookups", func() bool {
+		return metricValue(t, metrics, "snilisten_quic_flows_pending", "") == 8
+	})
+	res, err := h3Get(t, "192.0.2.10", "192.0.2.1:443", "app.example.test", 5*time.Second)
+	close(release)
+	if err != nil || !strings.HasPrefix(res.Body, "backend=app ") {
+		t.Errorf("a client while 8 lookups wait: %v %q", err, res.Body)
+	}
+	for range 8 {
+		if err := <-slow; err != nil {
+			t.Errorf("a slow name, once answered: %v", err)
+		}
+	}
+}

@@ -113,7 +113,7 @@ func (q *QUIC) WatchFlows(stats func() quicflow.Stats) {
 	q.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "snilisten_quic_flows_pending",
 			Help: "QUIC flows waiting for the rest of their ClientHello or for their backend."},
-			func() float64 { return float64(stats().Pending) }),
+			func() float64 { st := stats(); return float64(st.Pending + st.Routing) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "snilisten_quic_pending_bytes",
 			Help: "Bytes of datagrams held for pending QUIC flows (reservations included; -quic-pending-budget)."},
 			func() float64 { return float64(stats().HeldBytes) }))

@@ -43,10 +43,16 @@
 //
 // Every piece of state is bounded (Config; the defaults in brackets):
 //
-//   - MaxPending [512] flows pending or routing. Each holds a
-//     quic.Assembler, whose CRYPTO buffer grows to the highest offset the
-//     client sent, at most quic.MaxCryptoBytes (64 KiB): in the worst case
-//     MaxPending x 66 KiB (33 MiB) besides the held datagrams.
+//   - MaxPending [512] flows pending. Each holds a quic.Assembler, whose
+//     CRYPTO buffer grows to the highest offset the client sent, at most
+//     quic.MaxCryptoBytes (64 KiB): in the worst case MaxPending x 66 KiB
+//     (33 MiB) besides the held datagrams. A flow that Route gave its
+//     caller frees its Assembler and its slot: finding its backend may
+//     take a DNS answer as slow as an attacker's name server makes it,
+//     which must not keep other clients' hellos out. It is then bounded
+//     by MaxRouted, MaxFlowsPerClient and the byte budget, charged its
+//     datagrams' actual size, and ends quic.MaxAge after its first
+//     datagram if still routing (Table.Expire).
 //   - MaxHeldBytes [4 MiB] of held datagrams, all flows together: a flow
 //     holds at most quic.MaxDatagrams (16) of at most 1452 bytes, and is
 //     charged at least ReservedDatagrams (4) x 1452 bytes from its start,

@@ -62,8 +62,7 @@ var errNotInitial = fmt.Errorf("%w: short header packet or datagram under %d byt
 // Config bounds a Table. A zero field takes its default; a negative
 // one means no bound (for NewFlowsPerSecond: no rate limit).
 type Config struct {
-	// MaxPending bounds the flows whose hello is not yet whole or
-	// whose backend is not yet chosen.
+	// MaxPending bounds the flows whose hello is not yet whole.
 	MaxPending int
 	// MaxHeldBytes bounds the bytes of datagrams held for all pending
 	// flows together, each charged at least ReservedDatagrams of
@@ -171,8 +170,9 @@ type Result struct {
 
 // Stats is what a Table holds.
 type Stats struct {
-	Pending   int // flows waiting for their hello or their backend
-	Routed    int // flows routed
+	Pending   int // flows waiting for their hello
+	Routing   int // flows whose hello is whole, waiting for their backend (Routed or Close)
+	Routed    int // flows routing or routed: the slots of MaxRouted taken
 	HeldBytes int // bytes charged to the budget (reservations included)
 	Clients   int // token buckets kept
 }
@@ -219,8 +219,9 @@ type Table struct {
 	// yet, in the order they were routed.
 	unanswered list
 	perClient  map[netip.Addr]int // flows by client prefix
-	npend      int
-	nrouted    int // routing and routed: slots of MaxRouted taken
+	npend      int                // flows pending: the slots of MaxPending taken
+	nrouting   int                // flows routing
+	nrouted    int                // routing and routed: slots of MaxRouted taken
 	charged    int
 	limit      *limiter
 }
@@ -410,8 +411,17 @@ func (t *Table) route(f *flow) Result {
 		t.remove(f)
 		return Result{Err: fmt.Errorf("%w: %d, limit %d; client %s", ErrRoutedFull, t.nrouted, t.c.MaxRouted, f.from)}
 	}
+	// The flow waits for its backend now, which may take a slow DNS
+	// answer: it leaves the MaxPending slots to flows still assembling
+	// their hellos, frees its Assembler (up to 66 KiB), and keeps only
+	// its datagrams, charged as what they are, no longer a reservation.
 	f.state = routing
 	t.nrouted++
+	t.npend--
+	t.nrouting++
+	f.pend.asm = quic.Assembler{}
+	t.charged -= f.pend.charged - f.pend.bytes
+	f.pend.charged = f.pend.bytes
 	f.pend.routeLen = len(f.pend.held)
 	return Result{Verdict: Route, ServerName: hello.ServerName(), ALPN: hello.ALPN(), Datagrams: f.pend.held, Hello: hello}
 }
@@ -489,13 +499,17 @@ func (t *Table) Expire(now time.Time, closed func(from netip.AddrPort, backend a
 
 // Stats says what the table holds.
 func (t *Table) Stats() Stats {
-	return Stats{Pending: t.npend, Routed: t.nrouted, HeldBytes: t.charged, Clients: len(t.limit.keys)}
+	return Stats{Pending: t.npend, Routing: t.nrouting, Routed: t.nrouted, HeldBytes: t.charged, Clients: len(t.limit.keys)}
 }
 
 // release frees a pending or routing flow's held datagrams and budget.
 func (t *Table) release(f *flow) {
 	unlink(f)
-	t.npend--
+	if f.state == pending {
+		t.npend--
+	} else {
+		t.nrouting--
+	}
 	t.charged -= f.pend.charged
 	f.pend = nil
 }

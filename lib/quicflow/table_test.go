@@ -280,11 +280,16 @@ func TestMaxPendingRouted(t *testing.T) {
 	if r := tb.Handle(t0, b, c.datagrams[1]); !errors.Is(r.Err, ErrRoutedFull) {
 		t.Errorf("flow 2 hello: %v (%v), want ErrRoutedFull", r.Verdict, r.Err)
 	}
-	wantStats(t, tb, Stats{Pending: 1, Routed: 1, HeldBytes: ReservedDatagrams * quic.MaxDatagramSize, Clients: 2}, "flow 2 refused")
+	// Flow 1 waits for its backend: charged its two datagrams, no
+	// longer a reservation, and out of the MaxPending slots, so that a
+	// new flow may start while its backend is found (a slow DNS answer
+	// must not keep other clients' hellos out).
+	wantStats(t, tb, Stats{Routing: 1, Routed: 1, HeldBytes: len(c.datagrams[0]) + len(c.datagrams[1]), Clients: 2}, "flow 2 refused")
+	wantVerdict(t, tb.Handle(t0, x, c.datagrams[0]), Wait, "flow 3 while flow 1 is routing")
 	if _, ok := tb.Close(a); ok {
 		t.Error("Close of a flow not routed yet reported a backend")
 	}
-	wantStats(t, tb, Stats{Clients: 2}, "flow 1 closed")
+	wantStats(t, tb, Stats{Pending: 1, HeldBytes: ReservedDatagrams * quic.MaxDatagramSize, Clients: 3}, "flow 1 closed")
 }
 
 // TestExpiry: pending flows end quic.MaxAge after their first datagram,
