@@ -142,4 +142,3 @@ func h3XferBackend(t testing.TB, addr string) {
 	go srv.Serve(pc)
 	t.Cleanup(func() { srv.Close(); pc.Close() })
 }
-
