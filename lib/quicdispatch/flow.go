@@ -74,6 +74,9 @@ func (f *flow) route(held [][]byte) {
 		Client: net.UDPAddrFromAddrPort(unmap(f.client)), Local: net.UDPAddrFromAddrPort(f.local),
 	})
 	cancel()
+	// The hello's fields point into the buffer it was assembled in, a
+	// few KiB that a long flow need not keep.
+	f.hello = clienthello.Info{}
 	f.connect = time.Since(f.start)
 	if err != nil {
 		outcome := dialFailure(err)
