@@ -420,3 +420,52 @@ func TestQUICSlowDNS(t *testing.T) {
 		}
 	}
 }
+
+// TestQUICMemoryPerFlow routes 2000 flows at once (real clients' hellos
+// replayed from 2000 ports to a quic-go backend, which answers each) and
+// reads what they cost snilisten: resident memory per flow (one
+// goroutine and one socket each), bounded well above what it measures,
+// and that everything is given back once they end.
+func TestQUICMemoryPerFlow(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	netnsSetup(t, []string{"192.0.2.1/32", "198.51.100.10/32"},
+		"127.0.0.1 localhost\n198.51.100.10 quic-v1.example.test quic-v2.example.test classic.example.test\n", "nameserver 127.0.0.53\n")
+	h3Backend(t, "198.51.100.10:8443", "app")
+	s := startSnilistenOn(t, "udp:192.0.2.1:443", "-mode", "tcp", "-backend-cidr", "198.51.100.0/24", "-backend-port", "8443",
+		"-quic-flow-rate", "0", "-quic-max-flows-per-client", "0", "-quic-idle-timeout", "3s", "-q", "-metrics-listen", "127.0.0.1:0")
+	metrics := metricsAddr(t, s.Proc)
+	base := takeBaseline(t, s, metrics)
+	before := rssKiB(t, s.Pid())
+	const flows = 2000
+	caps := quictest.Captures(t)
+	to := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.1:443"))
+	for i := range flows {
+		c, err := net.DialUDP("udp", nil, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range caps[i%len(caps)].Datagrams {
+			c.Write(d)
+		}
+		defer c.Close()
+		if i%100 == 99 { // within the socket's buffer
+			waitFor(t, 10*time.Second, "the hellos to be read", func() bool {
+				return metricValue(t, metrics, "snilisten_quic_flows_started_total", "") > float64(i-100)
+			})
+		}
+	}
+	waitFor(t, 20*time.Second, "every flow routed", func() bool {
+		return metricValue(t, metrics, "snilisten_quic_flows_active", "") == flows
+	})
+	perFlow := float64(rssKiB(t, s.Pid())-before) / flows
+	t.Logf("%d flows: %.1f KiB of resident memory each, %d descriptors", flows, perFlow, fdCount(t, s.Pid()))
+	if perFlow > 48 {
+		t.Errorf("%.1f KiB per routed flow, want at most 48", perFlow)
+	}
+	waitFor(t, 20*time.Second, "every flow to end", func() bool {
+		return metricValue(t, metrics, "snilisten_quic_flows_active", "") == 0
+	})
+	t.Log(checkBaseline(t, s, metrics, base))
+}
