@@ -20,6 +20,7 @@ type QUIC struct {
 	datagramsUp   prometheus.Counter
 	datagramsDown prometheus.Counter
 	dropped       map[string]prometheus.Counter
+	hello         prometheus.Histogram
 	connect       prometheus.Histogram
 	duration      prometheus.Histogram
 	perBackend    *prometheus.CounterVec // nil unless asked for
@@ -43,6 +44,8 @@ func NewQUIC(reg prometheus.Registerer, perBackend bool) *QUIC {
 		bytesDown:     direction("snilisten_quic_bytes_total", bytesHelp, "down"),
 		datagramsUp:   direction("snilisten_quic_datagrams_total", datagramsHelp, "up"),
 		datagramsDown: direction("snilisten_quic_datagrams_total", datagramsHelp, "down"),
+		hello: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "snilisten_quic_hello_seconds",
+			Help: "Time from a QUIC flow's first datagram to a whole ClientHello (0 when it came in one).", Buckets: durationBuckets}),
 		connect: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "snilisten_quic_backend_connect_seconds",
 			Help: "Time from a whole ClientHello to a backend socket.", Buckets: durationBuckets}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "snilisten_quic_flow_duration_seconds",
@@ -61,7 +64,7 @@ func NewQUIC(reg prometheus.Registerer, perBackend bool) *QUIC {
 	for _, r := range quicdispatch.DropReasons() {
 		q.dropped[r] = dropped.WithLabelValues(r)
 	}
-	reg.MustRegister(q.started, q.active, finished, dropped, q.bytesUp, q.bytesDown, q.datagramsUp, q.datagramsDown, q.connect, q.duration)
+	reg.MustRegister(q.started, q.active, finished, dropped, q.bytesUp, q.bytesDown, q.datagramsUp, q.datagramsDown, q.hello, q.connect, q.duration)
 	if perBackend {
 		q.perBackend = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "snilisten_quic_backend_flows_total",
 			Help: "QUIC flows that reached a backend, by backend address and outcome."}, []string{"backend", "outcome"})
@@ -91,6 +94,7 @@ func (q *QUIC) Finished(r quicdispatch.Report) {
 	q.datagramsUp.Add(float64(r.DatagramsUp))
 	q.datagramsDown.Add(float64(r.DatagramsDown))
 	q.duration.Observe(r.Duration.Seconds())
+	q.hello.Observe(r.Hello.Seconds())
 	if r.Connect > 0 {
 		q.connect.Observe(r.Connect.Seconds())
 	}

@@ -32,7 +32,9 @@ type flow struct {
 	local  netip.AddrPort // the address the client sent to
 	oob    []byte         // IP_PKTINFO or IPV6_PKTINFO that sends from local; nil if pc has one address
 	start  time.Time      // the datagram that completed the hello
-	hello  clienthello.Info
+	// helloTime is from the flow's first datagram to start.
+	helloTime time.Duration
+	hello     clienthello.Info
 
 	sni, backendAddr, backendName string
 	connect                       time.Duration
@@ -182,7 +184,7 @@ func (f *flow) report() {
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Finished(Report{Outcome: f.outcome, Up: f.up.Load(), Down: f.down.Load(),
 			DatagramsUp: f.datagramsUp.Load(), DatagramsDown: f.datagramsDown.Load(),
-			Connect: f.connect, Duration: time.Since(f.start), Backend: f.backendName})
+			Hello: f.helloTime, Connect: f.connect, Duration: time.Since(f.start), Backend: f.backendName})
 	}
 	if s.cfg.Quiet {
 		return

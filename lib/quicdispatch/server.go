@@ -171,7 +171,7 @@ func (s *Server) Serve(pc *net.UDPConn) error {
 			}
 		case quicflow.Route:
 			local := localAddr(pc, kind, oob[:oobn])
-			f := &flow{s: s, pc: pc, client: from, local: local, start: now, hello: r.Hello, oob: replyPktinfo(kind, local)}
+			f := &flow{s: s, pc: pc, client: from, local: local, start: now, helloTime: now.Sub(r.First), hello: r.Hello, oob: replyPktinfo(kind, local)}
 			s.wg.Add(1)
 			go f.route(r.Datagrams)
 		case quicflow.Forward:

@@ -164,6 +164,9 @@ type Result struct {
 	// to a name as for TCP (clienthello.Route: default host, invalid
 	// names).
 	Hello clienthello.Info
+	// First is when the flow's first datagram came (Route): with the
+	// time of the last one, how long the hello took to arrive whole.
+	First time.Time
 	// Backend is what the caller gave Routed (Forward).
 	Backend any
 }
@@ -423,7 +426,7 @@ func (t *Table) route(f *flow) Result {
 	t.charged -= f.pend.charged - f.pend.bytes
 	f.pend.charged = f.pend.bytes
 	f.pend.routeLen = len(f.pend.held)
-	return Result{Verdict: Route, ServerName: hello.ServerName(), ALPN: hello.ALPN(), Datagrams: f.pend.held, Hello: hello}
+	return Result{Verdict: Route, ServerName: hello.ServerName(), ALPN: hello.ALPN(), Datagrams: f.pend.held, Hello: hello, First: f.first}
 }
 
 // Routed records the backend chosen for the flow of from, after a Route

@@ -93,6 +93,9 @@ func TestCapturesRoute(t *testing.T) {
 				if !slices.EqualFunc(r.Datagrams, ds, bytes.Equal) {
 					t.Errorf("Route gave %d datagrams, not the %d received in order", len(r.Datagrams), len(ds))
 				}
+				if !r.First.Equal(t0) {
+					t.Errorf("Route says the first datagram came at %v, want %v", r.First, t0)
+				}
 				// A retransmission before the backend is known: held.
 				wantVerdict(t, tb.Handle(t0.Add(time.Second), from, ds[0]), Wait, "datagram before Routed")
 				late, err := tb.Routed(t0.Add(time.Second), from, "backend-1")
