@@ -76,6 +76,21 @@ func TestSoakQUIC(t *testing.T) {
 	if ok := len(logLines(s.Proc, `msg="quic flow"`, "outcome=ok")); int64(ok) != n || len(logLines(s.Proc, `msg="quic flow"`)) != ok {
 		t.Errorf("%d flows logged ok of %d logged, want all %d ok", ok, len(logLines(s.Proc, `msg="quic flow"`)), n)
 	}
+	// The metrics say the same: every flow ok, its hello timed, and at
+	// least the bodies' bytes relayed each way (QUIC adds its own).
+	for _, m := range []struct {
+		name, labels string
+		min, max     float64
+	}{
+		{"snilisten_quic_flows_finished_total", `outcome="ok"`, float64(n), float64(n)},
+		{"snilisten_quic_hello_seconds_count", "", float64(n), float64(n)},
+		{"snilisten_quic_bytes_total", `direction="up"`, float64(up.Load()), 2 * float64(up.Load()+down.Load()+1<<20)},
+		{"snilisten_quic_bytes_total", `direction="down"`, float64(down.Load()), 2 * float64(up.Load()+down.Load()+1<<20)},
+	} {
+		if v := metricValue(t, metrics, m.name, m.labels); v < m.min || v > m.max {
+			t.Errorf("%s{%s} = %v, want %v to %v", m.name, m.labels, v, m.min, m.max)
+		}
+	}
 	t.Log(checkBaseline(t, s, metrics, base))
 }
 
