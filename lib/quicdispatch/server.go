@@ -17,6 +17,7 @@ import (
 	"github.com/snitools/snitools/lib/dispatch"
 	"github.com/snitools/snitools/lib/quic"
 	"github.com/snitools/snitools/lib/quicflow"
+	"golang.org/x/sys/unix"
 )
 
 // A Dialer gives a flow a UDP socket connected to its backend.
@@ -147,36 +148,68 @@ func (s *Server) Serve(pc *net.UDPConn) error {
 	// wmem_max; failing that, the default stays.
 	pc.SetReadBuffer(SocketBuffer)
 	pc.SetWriteBuffer(SocketBuffer)
-	buf := make([]byte, 65536)
-	oob := make([]byte, 128)
-	for {
-		n, oobn, _, from, err := pc.ReadMsgUDPAddrPort(buf, oob)
-		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			if temporary(err) {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("udp %s: %w", pc.LocalAddr(), err)
+	}
+	batch := newBatchReader()
+	var readErr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := batch.read(fd)
+			switch {
+			case err == unix.EAGAIN:
+				return false // wait on the poller
+			case err == unix.EINTR, err != nil && temporary(err):
 				continue
+			case err != nil:
+				readErr = err
+				return true
 			}
-			return fmt.Errorf("udp %s: read: %w", pc.LocalAddr(), err)
-		}
-		now := time.Now()
-		s.mu.Lock()
-		r := s.table.Handle(now, from, buf[:n])
-		s.mu.Unlock()
-		switch r.Verdict {
-		case quicflow.Drop:
-			if s.cfg.Observer != nil {
-				s.cfg.Observer.Dropped(DropReason(r.Err))
+			now := time.Now()
+			for i := range n {
+				data, oob, from, truncated := batch.datagram(i)
+				if truncated {
+					s.dropped("other")
+					continue
+				}
+				s.handle(pc, kind, now, from, data, oob)
 			}
-		case quicflow.Route:
-			local := localAddr(pc, kind, oob[:oobn])
-			f := &flow{s: s, pc: pc, client: from, local: local, start: now, helloTime: now.Sub(r.First), hello: r.Hello, oob: replyPktinfo(kind, local)}
-			s.wg.Add(1)
-			go f.route(r.Datagrams)
-		case quicflow.Forward:
-			r.Backend.(*flow).forward(buf[:n])
 		}
+	})
+	switch {
+	case readErr != nil:
+		return fmt.Errorf("udp %s: read: %w", pc.LocalAddr(), readErr)
+	case err == nil, s.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+		return nil
+	}
+	return fmt.Errorf("udp %s: read: %w", pc.LocalAddr(), err)
+}
+
+// handle does what the flow table says with one datagram from a client.
+// It runs on the read loop, so it never waits: a flow is routed in a
+// goroutine of its own.
+func (s *Server) handle(pc *net.UDPConn, kind socketKind, now time.Time, from netip.AddrPort, data, oob []byte) {
+	s.mu.Lock()
+	r := s.table.Handle(now, from, data)
+	s.mu.Unlock()
+	switch r.Verdict {
+	case quicflow.Drop:
+		s.dropped(DropReason(r.Err))
+	case quicflow.Route:
+		local := localAddr(pc, kind, oob)
+		f := &flow{s: s, pc: pc, client: from, local: local, start: now, helloTime: now.Sub(r.First), hello: r.Hello, oob: replyPktinfo(kind, local)}
+		s.wg.Add(1)
+		go f.route(r.Datagrams)
+	case quicflow.Forward:
+		r.Backend.(*flow).forward(data)
+	}
+}
+
+// dropped tells the observer of a dropped datagram.
+func (s *Server) dropped(reason string) {
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Dropped(reason)
 	}
 }
 
