@@ -95,10 +95,17 @@ func (s *connStats) add(o connStats) {
 	s.lat = append(s.lat, o.lat...)
 }
 
+// getter makes one request on a new connection: a TLS target's, or a
+// QUIC target's (a new flow).
+type getter[R any] interface {
+	get(ctx context.Context, path string, timeout time.Duration, buf []byte) (R, error)
+}
+
 // connMode runs c clients for d: each connects, does a full handshake,
-// GET /, reads the response and closes, over and over. It stops early
-// after maxConns connections or when ctx ends.
-func connMode(ctx context.Context, t target, c int, d time.Duration, maxConns int) connStats {
+// GET /, reads the response and closes, over and over (for a QUIC
+// target, each time a new flow). It stops early after maxConns
+// connections or when ctx ends.
+func connMode[R any](ctx context.Context, t getter[R], c int, d time.Duration, maxConns int) connStats {
 	var (
 		mu     sync.Mutex
 		st     connStats

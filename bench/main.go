@@ -413,33 +413,43 @@ func (b *bench) failed(res *result, round int, err error) {
 // launch starts the row's proxy on a free loopback port and waits until a
 // request through it succeeds. The direct row returns the backend.
 func (b *bench) launch(ctx context.Context, res *result) (*proc, target, error) {
+	return launchRow(res, b.env, b.direct(), freePort,
+		func(addr string) target { return target{addr: addr, tls: b.tls} },
+		func(p *proc, t target) error { return b.probe(ctx, p, t) })
+}
+
+// launchRow is launch for targets of any kind (TLS, QUIC): direct is the
+// backend's target, free finds a free port of the right protocol, at
+// makes the target of a proxy on an address, probe waits for a request
+// through a target to succeed (p nil for the direct row).
+func launchRow[T any](res *result, e *env, direct T, free func() (string, error), at func(addr string) T, probe func(p *proc, t T) error) (*proc, T, error) {
+	var none T
 	if res.row.start == nil {
-		t := target{addr: b.env.backend.tcp, tls: b.tls}
-		return nil, t, b.probe(ctx, nil, t)
+		return nil, direct, probe(nil, direct)
 	}
 	var lastErr error
 	for range 3 { // another program may take the free port first
-		addr, err := freePort()
+		addr, err := free()
 		if err != nil {
-			return nil, target{}, err
+			return nil, none, err
 		}
-		p, err := res.row.start(b.env, addr)
+		p, err := res.row.start(e, addr)
 		if err != nil {
-			return nil, target{}, err
+			return nil, none, err
 		}
 		if res.argv == "" {
 			res.argv = strings.Join(p.cmd.Args, " ")
 		}
-		t := target{addr: addr, tls: b.tls}
-		if lastErr = b.probe(ctx, p, t); lastErr == nil {
+		t := at(addr)
+		if lastErr = probe(p, t); lastErr == nil {
 			return p, t, nil
 		}
 		p.stop()
 		if p.exitCode() == 2 {
-			return nil, target{}, fmt.Errorf("%s %w: %s", p.name, errUsage, p.logTail())
+			return nil, none, fmt.Errorf("%s %w: %s", p.name, errUsage, p.logTail())
 		}
 	}
-	return nil, target{}, lastErr
+	return nil, none, lastErr
 }
 
 // probe waits up to 10 s for one request through t to succeed, and gives

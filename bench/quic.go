@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -192,33 +191,9 @@ func (b *bench) runQUICRow(ctx context.Context, res *result, round int) (took []
 // until a request through it succeeds. The direct row returns the
 // backend.
 func (b *bench) launchQUIC(ctx context.Context, res *result) (*proc, quicTarget, error) {
-	if res.row.start == nil {
-		t := b.quicDirect()
-		return nil, t, b.probeQUIC(ctx, nil, t)
-	}
-	var lastErr error
-	for range 3 { // another program may take the free port first
-		addr, err := freeUDPPort()
-		if err != nil {
-			return nil, quicTarget{}, err
-		}
-		p, err := res.row.start(b.env, addr)
-		if err != nil {
-			return nil, quicTarget{}, err
-		}
-		if res.argv == "" {
-			res.argv = strings.Join(p.cmd.Args, " ")
-		}
-		t := quicTarget{addr: addr, tls: b.quicTLS, h3: b.h3}
-		if lastErr = b.probeQUIC(ctx, p, t); lastErr == nil {
-			return p, t, nil
-		}
-		p.stop()
-		if p.exitCode() == 2 {
-			return nil, quicTarget{}, fmt.Errorf("%s %w: %s", p.name, errUsage, p.logTail())
-		}
-	}
-	return nil, quicTarget{}, lastErr
+	return launchRow(res, b.env, b.quicDirect(), freeUDPPort,
+		func(addr string) quicTarget { return quicTarget{addr: addr, tls: b.quicTLS, h3: b.h3} },
+		func(p *proc, t quicTarget) error { return b.probeQUIC(ctx, p, t) })
 }
 
 // probeQUIC waits up to 10 s for one request through t to succeed, and
@@ -263,21 +238,21 @@ func (b *bench) quicDirect() quicTarget {
 // cost.
 func (b *bench) flowPhase(ctx context.Context, res *result, round int, p *proc, t quicTarget) {
 	c, d := b.cfg.clients, b.cfg.duration
-	flowMode(ctx, t, c, b.cfg.warmup, maxConnsPerPhase)
+	connMode(ctx, t, c, b.cfg.warmup, maxConnsPerPhase)
 	if p != nil && !b.drainQUIC(ctx, res, round) {
 		return
 	}
 	var st, ref connStats
 	cpu0, be0 := cpuOf(p), cpuOf(b.env.quic.proc)
 	if p == nil {
-		st = flowMode(ctx, t, c, d, maxConnsPerPhase)
+		st = connMode(ctx, t, c, d, maxConnsPerPhase)
 		ref = st
 		res.set(mBackendCPUFlow, round, (cpuOf(b.env.quic.proc)-be0)/float64(max(st.conns, 1))*10000)
 	} else {
 		rec := b.startPerf(res, "quic-flows", round, p)
 		for i := range pairSlices {
-			paired := func() { ref.add(flowMode(ctx, b.quicDirect(), c, d/pairSlices, maxConnsPerPhase)) }
-			measure := func() { st.add(flowMode(ctx, t, c, d/pairSlices, maxConnsPerPhase)) }
+			paired := func() { ref.add(connMode(ctx, b.quicDirect(), c, d/pairSlices, maxConnsPerPhase)) }
+			measure := func() { st.add(connMode(ctx, t, c, d/pairSlices, maxConnsPerPhase)) }
 			if i%2 == 0 {
 				paired()
 				measure()
@@ -534,57 +509,6 @@ func (t quicTarget) get(ctx context.Context, path string, timeout time.Duration,
 		return info, fmt.Errorf("GET %s via %s: %d bytes, want %d", path, t.addr, info.body, resp.ContentLength)
 	}
 	return info, nil
-}
-
-// flowMode runs c clients for d: each makes a new flow (t.get of /) over
-// and over. It stops early after maxFlows flows or when ctx ends.
-func flowMode(ctx context.Context, t quicTarget, c int, d time.Duration, maxFlows int) connStats {
-	var (
-		mu     sync.Mutex
-		st     connStats
-		wg     sync.WaitGroup
-		issued int
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for range c {
-		wg.Go(func() {
-			lat := make([]time.Duration, 0, 1024)
-			buf := make([]byte, 512)
-			var errs int
-			var first error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				mu.Lock()
-				issued++
-				over := issued > maxFlows
-				mu.Unlock()
-				if over {
-					break
-				}
-				t0 := time.Now()
-				if _, err := t.get(ctx, "/", connTimeout, buf); err != nil {
-					errs++
-					if first == nil {
-						first = err
-					}
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			st.lat = append(st.lat, lat...)
-			st.errs += errs
-			if st.err == nil {
-				st.err = first
-			}
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	st.elapsed = time.Since(start)
-	st.conns = len(st.lat)
-	slices.Sort(st.lat)
-	return st
 }
 
 // bulkResult is one bulk transfer: its time from the dial to the last
