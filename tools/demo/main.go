@@ -63,28 +63,11 @@ func run() error {
 
 	step("2. snilisten in front of them, on a loopback port")
 	cmdline := []string{"bin/snilisten", "-listen", "tcp:127.0.0.1:0", "-mode", "unix", "-unix-directory", socks, "-proxy-proto"}
-	fmt.Printf("   $ %s\n", strings.Join(cmdline, " "))
-	snilisten := exec.Command(cmdline[0], cmdline[1:]...)
-	logs, err := snilisten.StderrPipe()
+	snilisten, lines, addr, err := startSnilisten(cmdline)
 	if err != nil {
 		return err
-	}
-	if err := snilisten.Start(); err != nil {
-		return fmt.Errorf("start snilisten (run make first): %w", err)
 	}
 	defer snilisten.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		s := bufio.NewScanner(logs)
-		for s.Scan() {
-			lines <- s.Text()
-		}
-		close(lines)
-	}()
-	addr, err := listeningAddress(lines)
-	if err != nil {
-		return err
-	}
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
 
 	step("3. curl asks for each name through snilisten; each backend answers for itself")
@@ -130,6 +113,34 @@ func run() error {
 }
 
 func step(s string) { fmt.Printf("\n== %s\n", s) }
+
+// startSnilisten prints and runs cmdline, and returns the process, its
+// log lines as they come, and the address it listens on once it says so.
+func startSnilisten(cmdline []string) (*exec.Cmd, <-chan string, string, error) {
+	fmt.Printf("   $ %s\n", strings.Join(cmdline, " "))
+	cmd := exec.Command(cmdline[0], cmdline[1:]...)
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, "", fmt.Errorf("start snilisten (run make first): %w", err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		s := bufio.NewScanner(logs)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	addr, err := listeningAddress(lines)
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, nil, "", err
+	}
+	return cmd, lines, addr, nil
+}
 
 var listeningRE = regexp.MustCompile(`msg=listening address=(\S+)`)
 

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,41 +40,11 @@ func demoQUIC(cert tls.Certificate, caFile string) error {
 	fmt.Printf("   an HTTP/3 server (quic-go) on udp %s\n", backend.LocalAddr())
 
 	cmdline := []string{"bin/snilisten", "-listen", "udp:127.0.0.1:0", "-mode", "tcp", "-backend-cidr", "127.0.0.0/8", "-backend-port", backendPort}
-	fmt.Printf("   $ %s\n", strings.Join(cmdline, " "))
-	snilisten := exec.Command(cmdline[0], cmdline[1:]...)
-	logs, err := snilisten.StderrPipe()
+	snilisten, lines, addr, err := startSnilisten(cmdline)
 	if err != nil {
 		return err
-	}
-	if err := snilisten.Start(); err != nil {
-		return fmt.Errorf("start snilisten: %w", err)
 	}
 	defer snilisten.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		buf := make([]byte, 4096)
-		var rest string
-		for {
-			n, err := logs.Read(buf)
-			rest += string(buf[:n])
-			for {
-				i := strings.IndexByte(rest, '\n')
-				if i < 0 {
-					break
-				}
-				lines <- rest[:i]
-				rest = rest[i+1:]
-			}
-			if err != nil {
-				close(lines)
-				return
-			}
-		}
-	}()
-	addr, err := listeningAddress(lines)
-	if err != nil {
-		return err
-	}
 	addr = strings.TrimPrefix(addr, "udp:")
 
 	pem, err := os.ReadFile(caFile)
