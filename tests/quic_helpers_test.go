@@ -22,18 +22,23 @@ import (
 // closes without a word to its clients, as when the process dies.
 func h3Backend(t testing.TB, addr, name string) (kill func()) {
 	t.Helper()
+	return serveH3(t, addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend=%s remote=%s", name, r.RemoteAddr)
+	}))
+}
+
+// serveH3 serves h with quic-go's HTTP/3 server on addr (UDP) and the
+// test certificate until the test ends, and returns a function that
+// closes its socket without a word to its clients.
+func serveH3(t testing.TB, addr string, h http.Handler) (kill func()) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatalf("h3 backend %s: %v", addr, err)
 	}
 	tc := testPKI(t).ServerConfig()
 	tc.NextProtos = []string{http3.NextProtoH3}
-	srv := &http3.Server{
-		TLSConfig: http3.ConfigureTLSConfig(tc),
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "backend=%s remote=%s", name, r.RemoteAddr)
-		}),
-	}
+	srv := &http3.Server{TLSConfig: http3.ConfigureTLSConfig(tc), Handler: h}
 	go srv.Serve(pc)
 	t.Cleanup(func() { srv.Close(); pc.Close() })
 	return func() { pc.Close() }

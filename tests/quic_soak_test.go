@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/quic-go/quic-go/http3"
 )
 
 // TestSoakQUIC moves pseudo-random bytes both ways over many HTTP/3
@@ -133,13 +131,7 @@ func seedBytes(seed uint64) [32]byte {
 // "LENGTH HEX" of the body it read.
 func h3XferBackend(t testing.TB, addr string) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatalf("h3 backend %s: %v", addr, err)
-	}
-	tc := testPKI(t).ServerConfig()
-	tc.NextProtos = []string{http3.NextProtoH3}
-	srv := &http3.Server{TLSConfig: http3.ConfigureTLSConfig(tc), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serveH3(t, addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == "GET" && r.URL.Path == "/bytes":
 			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
@@ -153,7 +145,5 @@ func h3XferBackend(t testing.TB, addr string) {
 		default:
 			http.NotFound(w, r)
 		}
-	})}
-	go srv.Serve(pc)
-	t.Cleanup(func() { srv.Close(); pc.Close() })
+	}))
 }
