@@ -7,9 +7,10 @@
 //
 // # One flow, start to end
 //
-//  1. A read loop per UDP socket takes each datagram with the address it
-//     was sent to (IP_PKTINFO, for sockets bound to a wildcard address)
-//     and gives it to the quicflow.Table, under one lock.
+//  1. A read loop per UDP socket takes the datagrams, up to 32 per
+//     recvmmsg(2), each with the address it was sent to (IP_PKTINFO, for
+//     sockets bound to a wildcard address), and gives them one by one to
+//     the quicflow.Table, under one lock.
 //  2. When the Table says Route, a goroutine maps the hello to a name as
 //     for TCP (clienthello.Route: -default-hostname, invalid names),
 //     asks the Dialer for a connected UDP socket to the backend (DNS may
@@ -18,7 +19,8 @@
 //     returns the datagrams that came meanwhile.
 //  3. From then on the read loop writes the flow's datagrams to that
 //     socket, and the flow's own goroutine reads the backend's answers
-//     and sends them to the client from the address the client sent to.
+//     (coalesced by UDP_GRO) and sends them to the client from the
+//     address the client sent to (UDP_SEGMENT; see reply.go).
 //  4. A flow ends when it has been idle for the Table's IdleTimeout
 //     (there is no end of stream to see in QUIC: a CONNECTION_CLOSE is
 //     encrypted), when its backend has not answered within the

@@ -101,7 +101,7 @@ type Server struct {
 	mu    sync.Mutex // guards table, socks, flows
 	table *quicflow.Table
 	socks map[*net.UDPConn]bool
-	flows map[*flow]bool // routing and routed flows
+	flows map[*flow]bool // routed flows with a backend, for Shutdown
 	wg    sync.WaitGroup // read loops, routing goroutines and flows
 	start sync.Once      // the expiry ticker
 	noGSO atomic.Bool    // the kernel refused UDP_SEGMENT once: send datagrams one by one
