@@ -256,14 +256,21 @@ func (s *Server) Active() int {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stop()
+	socks := make([]*net.UDPConn, 0, len(s.socks))
 	for pc := range s.socks {
-		pc.Close()
+		socks = append(socks, pc)
 	}
 	flows := make([]*flow, 0, len(s.flows))
 	for f := range s.flows {
 		flows = append(flows, f)
 	}
 	s.mu.Unlock()
+	// Closed without the lock: Close waits for the read loop to let go
+	// of the socket, and the read loop takes the lock for each datagram
+	// it holds.
+	for _, pc := range socks {
+		pc.Close()
+	}
 	for _, f := range flows {
 		f.end(dispatch.OutcomeShutdown, nil)
 	}

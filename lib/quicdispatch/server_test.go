@@ -273,3 +273,61 @@ func TestDropReason(t *testing.T) {
 		t.Errorf("DropReason of an unrelated error = %q, want other", got)
 	}
 }
+
+// TestShutdownWhileReading: Shutdown returns while datagrams keep
+// coming, however it meets the read loop. (It held the table's lock
+// while closing the socket, and Close waits for the read loop, which
+// takes that lock for each datagram: a deadlock, now and then.)
+func TestShutdownWhileReading(t *testing.T) {
+	for round := range 30 {
+		d := newEchoDialer(t)
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(Config{Dialer: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(pc) }()
+		stop := make(chan struct{})
+		sent := make(chan struct{})
+		go func() {
+			defer close(sent)
+			c, err := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			garbage := make([]byte, 1200)
+			garbage[0] = 0x40
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					c.Write(garbage)
+				}
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- s.Shutdown(ctx) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: Shutdown: %v", round, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Shutdown did not return while datagrams came", round)
+		}
+		cancel()
+		close(stop)
+		<-sent
+		if err := <-served; err != nil {
+			t.Fatalf("round %d: Serve: %v", round, err)
+		}
+	}
+}
