@@ -3,6 +3,7 @@ package tests
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -255,7 +256,7 @@ func TestQUICSocketActivation(t *testing.T) {
 		"-E", "NOTIFY_SOCKET="+notify.Path,
 		bin(t, "snilisten"), "-listen", "fd:https", "-mode", "tcp", "-backend-cidr", "127.0.0.0/8",
 		"-backend-port", fmt.Sprint(backendPort), "-shutdown-timeout", "60s"))
-	time.Sleep(200 * time.Millisecond) // systemd-socket-activate binds, then waits for a datagram
+	waitUDPBound(t, addr) // systemd-socket-activate binds, then waits for a datagram
 	res, err := h3Get(t, "", addr, "localhost", 10*time.Second)
 	if err != nil || !strings.HasPrefix(res.Body, "backend=local ") {
 		t.Fatalf("through the inherited socket: %v %q\n%s", err, res.Body, p.Output())
@@ -275,7 +276,7 @@ func TestQUICSocketActivation(t *testing.T) {
 	addr = fmt.Sprintf("127.0.0.1:%d", freeUDPPort(t))
 	p = start(t, exec.Command("systemd-socket-activate", "--datagram", "-l", addr,
 		bin(t, "snilisten"), "-mode", "unix", "-unix-directory", socketDir(t)))
-	time.Sleep(200 * time.Millisecond)
+	waitUDPBound(t, addr)
 	uc, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -285,6 +286,20 @@ func TestQUICSocketActivation(t *testing.T) {
 	if err := p.Wait(t, 10*time.Second); err == nil || !strings.Contains(p.Output(), "not serving QUIC") || !strings.Contains(p.Output(), "nothing to listen on") {
 		t.Errorf("unix mode with only a UDP socket: %v\n%s", err, p.Output())
 	}
+}
+
+// waitUDPBound waits until a UDP socket is bound to addr (so that a
+// datagram sent there is queued, not refused), without sending anything.
+func waitUDPBound(t testing.TB, addr string) {
+	t.Helper()
+	ua := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))
+	waitFor(t, 10*time.Second, "a UDP socket on "+addr, func() bool {
+		pc, err := net.ListenUDP("udp", ua)
+		if err == nil {
+			pc.Close()
+		}
+		return errors.Is(err, syscall.EADDRINUSE)
+	})
 }
 
 // freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
