@@ -184,22 +184,39 @@ func TestQUICHostile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Sent 100 at a time, each batch once the last is counted, so that
+	// none is lost in the socket's buffer (whose size net.core.rmem_max
+	// caps) and every one must be accounted for.
+	dropped := func(reason string) float64 {
+		return metricValue(t, metrics, "snilisten_quic_datagrams_dropped_total", `reason="`+reason+`"`)
+	}
+	seen := func() float64 { // at least one per hello: a flow started or a datagram dropped for the rate
+		return dropped("rate") + metricValue(t, metrics, "snilisten_quic_flows_started_total", "")
+	}
+	paced := func(what string, n int, count func() float64, sendOne func(i int)) {
+		for i := 0; i < n; i++ {
+			if i%100 == 0 && i > 0 {
+				waitFor(t, 10*time.Second, fmt.Sprintf("%d %s counted", i, what), func() bool { return count() >= float64(i) })
+			}
+			sendOne(i)
+		}
+	}
 	garbage := make([]byte, 1200)
-	for i := 0; i < 500; i++ {
+	paced("short headers", 500, func() float64 { return dropped("not_quic") }, func(int) {
 		rand.Read(garbage)
 		garbage[0] = 0x40 | garbage[0]&0x3f // a short header: no flow to start
 		send(attacker, garbage)
-	}
+	})
 	unknown := make([]byte, 1200)
-	for i := 0; i < 500; i++ {
+	paced("unknown versions", 500, func() float64 { return dropped("unknown_version") }, func(int) {
 		rand.Read(unknown)
 		unknown[0] = 0xc0
 		binary.BigEndian.PutUint32(unknown[1:], 0x1a2a3a4a) // a reserved (greasing) version
 		send(attacker, unknown)
-	}
+	})
 	// The flood: each port sends a real client's whole hello.
 	caps := quictest.Captures(t)
-	for i := 0; i < 300; i++ {
+	paced("hellos", 300, seen, func(i int) {
 		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP("192.0.2.66")})
 		if err != nil {
 			t.Fatal(err)
@@ -208,7 +225,7 @@ func TestQUICHostile(t *testing.T) {
 			send(c, d)
 		}
 		c.Close()
-	}
+	})
 	// A real client from another address is served all along.
 	res, err := h3Get(t, "192.0.2.10", "192.0.2.1:443", "app.example.test", 5*time.Second)
 	if err != nil || !strings.HasPrefix(res.Body, "backend=app ") {
