@@ -90,7 +90,8 @@ func DefaultMaxFlows() int {
 }
 
 // SocketBuffer is the receive and send buffer asked for each listening
-// UDP socket (capped by net.core.rmem_max and wmem_max).
+// UDP socket (capped by net.core.rmem_max and wmem_max unless snilisten
+// may force it: root or CAP_NET_ADMIN).
 const SocketBuffer = 4 << 20
 
 // Server serves QUIC flows on UDP sockets.
@@ -142,16 +143,21 @@ func (s *Server) Serve(pc *net.UDPConn) error {
 	if err != nil {
 		return fmt.Errorf("udp %s: %w", pc.LocalAddr(), err)
 	}
-	// Every client's datagrams queue on this one socket: the default
-	// buffer (about 200 KiB) overflows in a burst of a few hundred
-	// datagrams. The kernel caps what is asked at net.core.rmem_max and
-	// wmem_max; failing that, the default stays.
-	pc.SetReadBuffer(SocketBuffer)
-	pc.SetWriteBuffer(SocketBuffer)
 	rc, err := pc.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("udp %s: %w", pc.LocalAddr(), err)
 	}
+	// Every client's datagrams queue on this one socket: the default
+	// buffer (about 200 KiB) overflows in a burst of a few hundred
+	// datagrams. Without CAP_NET_ADMIN the kernel caps what is asked at
+	// net.core.rmem_max and wmem_max; failing that, the default stays.
+	rc.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], SocketBuffer) != nil {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], SocketBuffer)
+			}
+		}
+	})
 	batch := newBatchReader()
 	var readErr error
 	err = rc.Read(func(fd uintptr) bool {
