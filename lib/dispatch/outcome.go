@@ -70,6 +70,14 @@ func Outcomes() []Outcome {
 		OutcomeLoop, OutcomeNoAnswer, OutcomePeekBudget, OutcomeEvicted, OutcomeClientLimit}
 }
 
+// DialOutcome is the outcome of a connection whose backend could not be
+// used, from the Dialer's error (for lib/quicdispatch, whose flows get no
+// alert).
+func DialOutcome(err error) Outcome {
+	o, _ := dialFailure(err)
+	return o
+}
+
 // dialFailure says how a connection whose backend could not be used ends,
 // and what its client is told.
 func dialFailure(err error) (Outcome, clienthello.Alert) {

@@ -108,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	s.group = listener.NewGroup[*record](cfg.MaxConns, listener.ServeAccepted)
 	s.adm = newAdmission(cfg.MaxConnsPerClient)
 	s.fdFloor = math.MaxInt
-	if limit, ok := fdLimit(); ok {
+	if limit, ok := FDLimit(); ok {
 		s.fdFloor = limit - fdReserve
 	}
 	s.fdDialer, _ = cfg.Dialer.(backend.FDDialer)
@@ -127,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 // keeps excess clients waiting in the kernel's queue instead of failing
 // accept or a backend connection.
 func DefaultMaxConns() int {
-	limit, ok := fdLimit()
+	limit, ok := FDLimit()
 	if !ok {
 		return 0
 	}
@@ -136,15 +136,16 @@ func DefaultMaxConns() int {
 
 // maxPipes bounds the relay's pipes for this process's descriptor limit.
 func maxPipes() int {
-	if limit, ok := fdLimit(); ok {
+	if limit, ok := FDLimit(); ok {
 		return relay.MaxPipes(limit)
 	}
 	return relay.DefaultMaxPipes
 }
 
-// fdLimit returns the open file limit, unless it is unknown or so large
-// that it bounds nothing.
-func fdLimit() (int, bool) {
+// FDLimit returns the open file limit, unless it is unknown or so large
+// that it bounds nothing: what the default bounds of connections (and of
+// lib/quicdispatch's flows) are derived from.
+func FDLimit() (int, bool) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
 		return 0, false

@@ -81,7 +81,7 @@ func (f *flow) route(held [][]byte) {
 	f.hello = clienthello.Info{}
 	f.connect = time.Since(f.start)
 	if err != nil {
-		outcome := dialFailure(err)
+		outcome := dispatch.DialOutcome(err)
 		if s.ctx.Err() != nil {
 			outcome = dispatch.OutcomeShutdown // the dial was cut by Shutdown
 		}
@@ -114,17 +114,6 @@ func (f *flow) route(held [][]byte) {
 		f.forward(d)
 	}
 	f.replies()
-}
-
-// dialFailure maps a Dialer's error to the outcome, as for TCP.
-func dialFailure(err error) dispatch.Outcome {
-	switch {
-	case errors.Is(err, backend.ErrUnknownName):
-		return dispatch.OutcomeUnknownName
-	case errors.Is(err, backend.ErrNotAllowed):
-		return dispatch.OutcomeRefusedCIDR
-	}
-	return dispatch.OutcomeBackendError
 }
 
 // refuse ends a flow that has no backend, and sends its client nothing.

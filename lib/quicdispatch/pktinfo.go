@@ -1,7 +1,6 @@
 package quicdispatch
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -96,13 +95,3 @@ func replyPktinfo(k socketKind, local netip.AddrPort) []byte {
 	return unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: a.As4()})
 }
 
-// errICMP is the error a socket reports for an ICMP error it received.
-var errICMP = unix.ECONNREFUSED
-
-// isNoBufs reports a transient lack of kernel memory.
-func isNoBufs(err error) bool {
-	return errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
-}
-
-// unsafePointer is unsafe.Pointer, for building control messages.
-func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }

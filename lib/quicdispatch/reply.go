@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/snitools/snitools/lib/dispatch"
 	"golang.org/x/sys/unix"
@@ -174,7 +175,7 @@ func (f *flow) send(b []byte, segment int) {
 // udpSegment is the UDP_SEGMENT control message for a segment size.
 func udpSegment(size int) []byte {
 	b := make([]byte, unix.CmsgSpace(2))
-	h := (*unix.Cmsghdr)(unsafePointer(&b[0]))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 	h.SetLen(unix.CmsgLen(2))
 	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/snitools/snitools/lib/backend"
@@ -82,11 +81,11 @@ type Config struct {
 // of the limit (the TCP connections of lib/dispatch take most of the
 // rest), and never more than quicflow.DefaultMaxRouted; at least 16.
 func DefaultMaxFlows() int {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<30 {
+	limit, ok := dispatch.FDLimit()
+	if !ok {
 		return quicflow.DefaultMaxRouted
 	}
-	return max(min(int(lim.Cur)/8, quicflow.DefaultMaxRouted), 16)
+	return max(min(limit/8, quicflow.DefaultMaxRouted), 16)
 }
 
 // SocketBuffer is the receive and send buffer asked for each listening
@@ -223,8 +222,7 @@ func (s *Server) dropped(reason string) {
 // queued on the socket (ECONNREFUSED after a reply to a client that
 // left), or a lack of memory.
 func temporary(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errICMP) || isNoBufs(err)
+	return errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
 // expireLoop ends idle flows and forgets stale pending ones, once a
