@@ -9,12 +9,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/snitools/snitools/lib/backend"
 	"github.com/snitools/snitools/lib/quic/quictest"
 	"github.com/snitools/snitools/lib/quicflow"
+	"golang.org/x/sys/unix"
 )
 
 // echoDialer is a Dialer whose backend is a UDP socket on 127.0.0.1 that
@@ -102,13 +104,36 @@ next:
 	return n
 }
 
-// serve runs a Server on a wildcard dual-stack UDP socket and returns
-// it, its port and its log.
+// serve runs a Server on a UDP socket on 127.0.0.1 and returns it, its
+// port and its log.
 func serve(t *testing.T, d Dialer, flows quicflow.Config) (*Server, int, *logBuffer) {
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{})
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, pc, d, flows)
+}
+
+// serveLoopbackWildcard is serve on a wildcard dual-stack socket that
+// only loopback reaches (SO_BINDTODEVICE lo): a wildcard for the answers'
+// source address, and nothing listening beyond this machine. It skips
+// the test where binding to a device is not allowed.
+func serveLoopbackWildcard(t *testing.T, d Dialer, flows quicflow.Config) (*Server, int, *logBuffer) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), "lo") }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp", ":0")
+	if err != nil {
+		t.Skipf("a wildcard socket bound to lo: %v", err)
+	}
+	return serveOn(t, pc.(*net.UDPConn), d, flows)
+}
+
+func serveOn(t *testing.T, pc *net.UDPConn, d Dialer, flows quicflow.Config) (*Server, int, *logBuffer) {
 	logs := &logBuffer{}
 	s, err := New(Config{Dialer: d, Flows: flows, Log: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -142,7 +167,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // flow ends idle, with one log line.
 func TestRelay(t *testing.T) {
 	d := newEchoDialer(t)
-	s, port, logs := serve(t, d, quicflow.Config{IdleTimeout: time.Millisecond})
+	s, port, logs := serveLoopbackWildcard(t, d, quicflow.Config{IdleTimeout: time.Millisecond})
 	capture := quictest.Captures(t)[0]
 	client, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: port})
 	if err != nil {

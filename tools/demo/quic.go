@@ -57,10 +57,16 @@ func demoQUIC(cert tls.Certificate, caFile string) error {
 	if err != nil {
 		return err
 	}
+	client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}) // loopback only
+	if err != nil {
+		return err
+	}
+	tr := &quic.Transport{Conn: client}
+	defer tr.Close()
 	rt := &http3.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots},
 		Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
-			return quic.DialAddrEarly(ctx, raddr.String(), tc, qc)
+			return tr.DialEarly(ctx, raddr, tc, qc)
 		},
 	}
 	defer rt.Close()
