@@ -94,4 +94,3 @@ func replyPktinfo(k socketKind, local netip.AddrPort) []byte {
 	}
 	return unix.PktInfo4(&unix.Inet4Pktinfo{Spec_dst: a.As4()})
 }
-
